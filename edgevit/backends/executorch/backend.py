@@ -1,0 +1,88 @@
+"""ExecuTorch + XNNPACK: torch.export -> (PT2E int8) -> to_edge_transform_and_lower -> .pte."""
+from __future__ import annotations
+
+from collections import Counter
+from pathlib import Path
+
+import torch
+from torch import nn
+
+from ..base import Backend, LoweredArtifact, OpSummary, StageProgress, register_backend
+from ...quantization import quantize_pt2e
+from .quantizer import xnnpack_int8_quantizer
+from .runtime import load_program
+
+__all__ = ["ExecuTorchBackend"]
+
+
+class _CastIO(nn.Module):
+    """Keep float32 inputs/outputs for an fp16 body, so callers never see half tensors."""
+
+    def __init__(self, body: nn.Module):
+        super().__init__()
+        self.body = body.half()
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.body(x.half()).float()
+
+
+def _op_name(target) -> str:
+    name = getattr(target, "__name__", str(target))
+    return name.replace(".default", "")
+
+
+def summarize_ops(edge_program) -> OpSummary:
+    """Count ops inside XNNPACK blobs and ops left to portable kernels in a lowered edge program."""
+    summary = OpSummary()
+    graph_module = edge_program.graph_module
+    for node in graph_module.graph.nodes:
+        if node.op != "call_function" or _op_name(node.target) == "getitem":
+            continue
+        if node.target is torch.ops.higher_order.executorch_call_delegate:
+            summary.delegate_calls += 1
+            lowered = getattr(graph_module, node.args[0].target)
+            summary.delegated.update(_op_name(n.target) for n in lowered.original_module.graph.nodes
+                                     if n.op == "call_function" and _op_name(n.target) != "getitem")
+        else:
+            summary.non_delegated[_op_name(node.target)] += 1
+    return summary
+
+
+@register_backend
+class ExecuTorchBackend(Backend):
+    name = "executorch"
+    suffix = ".pte"
+    precisions = ("fp32", "fp16", "int8")
+
+    def lower(self, model: nn.Module, example: torch.Tensor, precision: str,
+              calibration: torch.Tensor | None, progress: StageProgress) -> LoweredArtifact:
+        from executorch.backends.xnnpack.partition.xnnpack_partitioner import XnnpackPartitioner
+        from executorch.exir import to_edge_transform_and_lower
+
+        model = model.eval()
+        if precision == "int8":
+            assert calibration is not None and len(calibration) > 0, "int8 needs calibration inputs"
+            with progress.stage("calibrating (PT2E observers)", total=len(calibration)) as advance:
+                model = quantize_pt2e(model, example, xnnpack_int8_quantizer(), calibration, on_batch=advance)
+        elif precision == "fp16":
+            model = _CastIO(model)
+        with progress.stage("torch.export"):
+            exported = torch.export.export(model, (example,))
+        with progress.stage("lowering to XNNPACK"):
+            edge = to_edge_transform_and_lower(exported, partitioner=[XnnpackPartitioner()])
+            ops = summarize_ops(edge.exported_program())
+        with progress.stage("serializing .pte"):
+            program = edge.to_executorch()
+            data = program.buffer
+            plan = program.executorch_program.execution_plan[0]
+            # Memory the runtime plans for activations outside the delegate (bytes per arena).
+            planned = [int(b) for b in plan.non_const_buffer_sizes]
+        return LoweredArtifact(data=data, suffix=self.suffix, ops=ops,
+                               details={"delegate": "XnnpackBackend", "planned_memory_bytes": planned})
+
+    def load(self, artifact: bytes | Path, threads: int = 1):
+        return load_program(artifact, threads)
+
+    def versions(self) -> dict[str, str]:
+        from importlib.metadata import version
+        return {"executorch": version("executorch"), "torchao": version("torchao")}

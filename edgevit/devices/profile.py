@@ -1,0 +1,175 @@
+"""Device profiles: published hardware facts plus what ``compile`` needs, validated by a pydantic schema.
+
+Profiles are data (``profiles/*.yaml`` at the repo root, or a user's ``--profiles DIR``). A broken file
+fails with its path, the field and what was expected, never a traceback.
+"""
+from __future__ import annotations
+
+import os
+import platform
+from pathlib import Path
+from typing import Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+
+from ..errors import EdgevitError, UnknownNameError
+
+__all__ = ["DeviceProfile", "CpuCluster", "load_profiles", "get_device", "list_devices",
+           "BUILTIN_PROFILE_DIR", "ProfileError"]
+
+# A wheel carries the profiles inside the package; a source checkout (editable install) has them at the root.
+_PACKAGED = Path(__file__).resolve().parents[1] / "_profiles"
+BUILTIN_PROFILE_DIR = _PACKAGED if _PACKAGED.is_dir() else Path(__file__).resolve().parents[2] / "profiles"
+Precision = Literal["fp32", "fp16", "int8"]
+
+
+class ProfileError(EdgevitError):
+    """A profile file that cannot be read or does not follow the schema."""
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class CpuCluster(_Strict):
+    core: str
+    count: int = Field(gt=0)
+    ghz: float | None = Field(default=None, gt=0, description="max clock; None where not published")
+
+
+class Cpu(_Strict):
+    clusters: list[CpuCluster] = Field(min_length=1)
+    arch: str = "arm64"
+
+    @property
+    def cores(self) -> int:
+        return sum(c.count for c in self.clusters)
+
+
+class Memory(_Strict):
+    ram_gb: float = Field(gt=0)
+    type: str | None = None
+    bandwidth_gbps: float | None = Field(default=None, gt=0, description="peak DRAM bandwidth, GB/s")
+
+
+class CompileSettings(_Strict):
+    backends: list[Literal["executorch", "litert"]] = Field(min_length=1)
+    preferred_backend: Literal["executorch", "litert"]
+    delegate: Literal["xnnpack"] = "xnnpack"
+    default_precision: Precision = "int8"
+    threads: int = Field(gt=0, description="CPU threads the runtime should use (the big cores)")
+    model_memory_mb: float = Field(gt=0, description="weights + activations a model may use")
+
+    @model_validator(mode="after")
+    def _preferred_is_supported(self) -> "CompileSettings":
+        if self.preferred_backend not in self.backends:
+            raise ValueError(f"preferred_backend '{self.preferred_backend}' is not in backends {self.backends}")
+        return self
+
+
+class DeviceProfile(_Strict):
+    name: str = Field(pattern=r"^[a-z0-9][a-z0-9-]*$")
+    display_name: str
+    kind: Literal["phone", "board", "desktop"]
+    os: str
+    soc: str
+    cpu: Cpu
+    gpu: str | None = None
+    npu: str | None = None
+    memory: Memory
+    compile: CompileSettings
+    sources: list[str] = Field(default_factory=list)
+    notes: str | None = None
+
+    def summary_row(self) -> dict[str, str]:
+        """One compact table row (the full facts are in ``edgevit devices --json``)."""
+        clocks = [c.ghz for c in self.cpu.clusters if c.ghz]
+        cpu = f"{self.cpu.cores} cores" + (f" ≤{max(clocks):g} GHz" if clocks else "")
+        backends = ", ".join(b + ("*" if b == self.compile.preferred_backend else "")
+                             for b in self.compile.backends)
+        return {"name": self.name, "SoC": self.soc, "CPU": cpu,
+                "GPU / NPU": " / ".join(x.split(" (")[0] for x in (self.gpu, self.npu) if x) or "-",
+                "RAM": f"{self.memory.ram_gb:g} GB", "backends (*pref.)": backends,
+                "prec.": self.compile.default_precision, "budget": f"{self.compile.model_memory_mb:g} MB"}
+
+
+def _host_facts() -> dict:
+    """Fill the ``host`` profile from this machine (its facts are not known until run time)."""
+    model = platform.processor() or platform.machine()
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                model = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    ram_gb = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") / 2**30
+    cores = os.cpu_count() or 1
+    return {"soc": model, "ram_gb": round(ram_gb, 1), "cores": cores, "arch": platform.machine()}
+
+
+def _format_validation_error(path: Path, err: ValidationError) -> str:
+    problems = []
+    for e in err.errors():
+        field = ".".join(str(p) for p in e["loc"]) or "(top level)"
+        got = e.get("input")
+        got_text = "" if isinstance(got, dict) else f" (got {got!r})"
+        problems.append(f"field '{field}': {e['msg']}{got_text}")
+    return f"Device profile {path} is invalid: " + "; ".join(problems) + "."
+
+
+def load_profile_file(path: Path) -> DeviceProfile:
+    try:
+        data = yaml.safe_load(path.read_text())
+    except (OSError, yaml.YAMLError) as e:
+        raise ProfileError(f"Cannot read device profile {path}: {e}") from None
+    if not isinstance(data, dict):
+        raise ProfileError(f"Device profile {path} must be a YAML mapping, got {type(data).__name__}.")
+    if data.get("name") == "host" and data.get("detect") is True:
+        data = _apply_host_facts(data)
+    try:
+        return DeviceProfile.model_validate(data)
+    except ValidationError as e:
+        raise ProfileError(_format_validation_error(path, e)) from None
+
+
+def _apply_host_facts(data: dict) -> dict:
+    facts = _host_facts()
+    data = {k: v for k, v in data.items() if k != "detect"}
+    data["soc"] = facts["soc"]
+    data["cpu"] = {"arch": facts["arch"], "clusters": [
+        {"core": facts["soc"], "count": facts["cores"]}]}
+    data.setdefault("memory", {})["ram_gb"] = facts["ram_gb"]
+    compile_ = data.setdefault("compile", {})
+    compile_.setdefault("threads", facts["cores"])
+    # A quarter of RAM: leaves room for the OS, the test runner and a second model.
+    compile_.setdefault("model_memory_mb", round(facts["ram_gb"] * 1024 / 4))
+    return data
+
+
+def load_profiles(extra_dirs: list[Path] | None = None) -> dict[str, DeviceProfile]:
+    """All profiles: built-in first, then each ``extra_dirs`` (a user file overrides a built-in name)."""
+    profiles: dict[str, DeviceProfile] = {}
+    for directory in [BUILTIN_PROFILE_DIR, *(extra_dirs or [])]:
+        directory = Path(directory)
+        if not directory.is_dir():
+            raise ProfileError(f"Profile directory {directory} does not exist or is not a directory.")
+        for path in sorted(directory.glob("*.y*ml")):
+            profile = load_profile_file(path)
+            if profile.name != path.stem:
+                raise ProfileError(f"Device profile {path}: field 'name' is '{profile.name}' but the file is "
+                                   f"named '{path.name}'; they must agree (expected name '{path.stem}').")
+            profiles[profile.name] = profile
+    return profiles
+
+
+def list_devices(extra_dirs: list[Path] | None = None) -> list[str]:
+    return sorted(load_profiles(extra_dirs))
+
+
+def get_device(name: str, extra_dirs: list[Path] | None = None) -> DeviceProfile:
+    profiles = load_profiles(extra_dirs)
+    if name not in profiles:
+        raise UnknownNameError("device", name, profiles)
+    return profiles[name]

@@ -1,0 +1,95 @@
+"""Loading real checkpoints (timm layout, or a family's original layout via its ``checkpoint_filter_fn``).
+
+Accepts .safetensors, .pth/.pt and .bin; plain state dicts or ones wrapped as ``{"state_dict": ...}``,
+``{"model": ...}`` (EMA variants too), with an optional DDP ``module.`` prefix. Every failure names the
+file and, for a mismatch, the keys.
+"""
+from __future__ import annotations
+
+import hashlib
+import sys
+from pathlib import Path
+
+import torch
+from torch import nn
+
+from ..errors import CheckpointError
+
+__all__ = ["read_state_dict", "load_weights", "sha256_of"]
+
+_WRAPPER_KEYS = ("state_dict", "model", "state_dict_ema", "model_ema", "module")
+_SHOW = 8  # keys listed per category in an error message
+
+
+def sha256_of(path: Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def read_state_dict(path: str | Path) -> dict[str, torch.Tensor]:
+    """Read a checkpoint file into a flat ``{key: tensor}`` dict, unwrapping common containers."""
+    path = Path(path)
+    if not path.is_file():
+        raise CheckpointError(f"Weights file {path} does not exist.")
+    try:
+        if path.suffix == ".safetensors":
+            from safetensors.torch import load_file
+            obj = load_file(str(path))
+        else:
+            # weights_only: a checkpoint is data; never run pickled code from it.
+            obj = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as e:  # noqa: BLE001 - any reader failure means the same thing to the user
+        raise CheckpointError(f"Weights file {path} could not be read as a "
+                              f"{path.suffix or 'torch'} checkpoint ({type(e).__name__}: "
+                              f"{str(e).splitlines()[0] if str(e) else 'no detail'}). "
+                              "Is it truncated or in another format?") from None
+    for key in _WRAPPER_KEYS:
+        if isinstance(obj, dict) and isinstance(obj.get(key), dict):
+            obj = obj[key]
+            break
+    if not isinstance(obj, dict) or not obj or not all(isinstance(v, torch.Tensor) for v in obj.values()):
+        raise CheckpointError(f"Weights file {path} holds no state dict (expected a mapping of names to "
+                              f"tensors, possibly under one of {', '.join(_WRAPPER_KEYS)}).")
+    if all(k.startswith("module.") for k in obj):
+        obj = {k[len("module."):]: v for k, v in obj.items()}
+    return obj
+
+
+def _listing(keys: list[str]) -> str:
+    shown = ", ".join(keys[:_SHOW])
+    return shown + (f" (+{len(keys) - _SHOW} more)" if len(keys) > _SHOW else "")
+
+
+def load_weights(model: nn.Module, path: str | Path) -> str:
+    """Load ``path`` into ``model`` strictly; returns the file's sha256.
+
+    The family's ``checkpoint_filter_fn`` (if the model's module defines one) converts original-repo
+    layouts first. Missing, unexpected and mis-shaped keys are all reported together.
+    """
+    path = Path(path)
+    state = read_state_dict(path)
+    family = sys.modules.get(type(model).__module__)
+    filter_fn = getattr(family, "checkpoint_filter_fn", None)
+    if filter_fn is not None:
+        state = filter_fn(state, model)
+    expected = model.state_dict()
+    missing = [k for k in expected if k not in state]
+    unexpected = [k for k in state if k not in expected]
+    misshaped = [f"{k} {tuple(state[k].shape)} vs model {tuple(v.shape)}" for k, v in expected.items()
+                 if k in state and state[k].shape != v.shape]
+    if missing or unexpected or misshaped:
+        parts = []
+        if missing:
+            parts.append(f"{len(missing)} missing: {_listing(missing)}")
+        if unexpected:
+            parts.append(f"{len(unexpected)} unexpected: {_listing(unexpected)}")
+        if misshaped:
+            parts.append(f"{len(misshaped)} mis-shaped: {_listing(misshaped)}")
+        raise CheckpointError(f"Weights file {path} does not match {type(model).__name__}: "
+                              + "; ".join(parts) + ". Is it a checkpoint of another model or variant "
+                              "(or another --num-classes)?")
+    model.load_state_dict(state, strict=True)
+    return sha256_of(path)

@@ -1,0 +1,20 @@
+import os
+import sys
+
+import pytest
+import torch
+
+sys.path.insert(0, os.path.dirname(__file__))
+torch.set_num_threads(min(2, os.cpu_count() or 1))
+
+from timm_reference import import_timm  # noqa: E402
+
+
+@pytest.fixture(scope="session")
+def timm():
+    module = import_timm()
+    if module is None:
+        if os.environ.get("CI"):
+            pytest.fail("timm==1.0.31 is required in CI (pip install --no-deps timm==1.0.31)")
+        pytest.skip("timm==1.0.31 not installed")
+    return module

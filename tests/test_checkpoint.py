@@ -1,0 +1,76 @@
+"""--weights: every container format loads; every way of being wrong names the file and the keys."""
+import pytest
+import torch
+from safetensors.torch import save_file
+
+from edgevit.errors import CheckpointError
+from edgevit.models._checkpoint import load_weights, read_state_dict
+from user_models import TinyConvNet
+
+
+@pytest.fixture
+def source():
+    model = TinyConvNet()
+    with torch.no_grad():
+        for p in model.parameters():
+            p.add_(torch.randn_like(p))
+    return model
+
+
+@pytest.mark.parametrize("fmt", ["safetensors", "pth", "bin", "wrapped-state_dict", "wrapped-model", "ddp"])
+def test_formats_load_and_give_identical_outputs(tmp_path, source, fmt):
+    sd = source.state_dict()
+    if fmt == "safetensors":
+        path = tmp_path / "w.safetensors"
+        save_file({k: v.contiguous() for k, v in sd.items()}, str(path))
+    else:
+        obj = {"pth": sd, "bin": sd, "wrapped-state_dict": {"state_dict": sd, "epoch": 3},
+               "wrapped-model": {"model": sd}, "ddp": {f"module.{k}": v for k, v in sd.items()}}[fmt]
+        path = tmp_path / ("w.bin" if fmt == "bin" else "w.pth")
+        torch.save(obj, path)
+    target = TinyConvNet()
+    sha = load_weights(target, path)
+    assert len(sha) == 64
+    x = torch.randn(2, 3, 32, 32)
+    torch.testing.assert_close(target.eval()(x), source.eval()(x))
+
+
+def test_missing_file(tmp_path):
+    with pytest.raises(CheckpointError, match="does not exist"):
+        read_state_dict(tmp_path / "nope.pth")
+
+
+def test_corrupt_file_is_named(tmp_path, source):
+    path = tmp_path / "w.safetensors"
+    save_file(source.state_dict(), str(path))
+    path.write_bytes(path.read_bytes()[:100])  # truncated download
+    with pytest.raises(CheckpointError) as e:
+        read_state_dict(path)
+    assert str(path) in str(e.value) and "truncated" in str(e.value)
+    bad = tmp_path / "w.pth"
+    bad.write_bytes(b"not a checkpoint at all")
+    with pytest.raises(CheckpointError, match=str(bad)):
+        read_state_dict(bad)
+
+
+def test_mismatched_keys_are_all_named(tmp_path, source):
+    sd = dict(source.state_dict())
+    del sd["head.bias"]                                  # missing
+    sd["extra.weight"] = torch.zeros(1)                  # unexpected
+    sd["head.weight"] = torch.zeros(5, 32)               # mis-shaped (another --num-classes)
+    path = tmp_path / "w.pth"
+    torch.save(sd, path)
+    with pytest.raises(CheckpointError) as e:
+        load_weights(TinyConvNet(), path)
+    msg = str(e.value)
+    assert str(path) in msg
+    assert "1 missing: head.bias" in msg
+    assert "1 unexpected: extra.weight" in msg
+    assert "head.weight (5, 32) vs model (10, 32)" in msg
+
+
+def test_not_a_state_dict(tmp_path):
+    path = tmp_path / "w.pth"
+    torch.save({"epoch": 3, "lr": 0.1}, path)
+    with pytest.raises(CheckpointError, match="holds no state dict"):
+        read_state_dict(path)
