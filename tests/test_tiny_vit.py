@@ -1,0 +1,117 @@
+"""TinyViT-specific checks: original-repo checkpoints, bias-table resampling, padded windows, export graph."""
+from __future__ import annotations
+
+import re
+
+import pytest
+import torch
+
+from edgevit.models import create_model, deploy
+from edgevit.models.tiny_vit import TinyVit, checkpoint_filter_fn
+
+NAME = "tiny_vit_5m_224"
+# Ops that would mean a gather, an unfolded norm, or a split / expand that XNNPACK does not take.
+_UNWANTED_IN_DEPLOY = ("index", "gather", "batch_norm", "layer_norm", "group_norm", "split", "expand",
+                       "scaled_dot_product")
+
+
+def _tiny(**kwargs) -> TinyVit:
+    """A few-thousand-parameter TinyViT with the real stage structure (fast to build and run)."""
+    args = dict(embed_dims=(16, 32, 32, 64), depths=(1, 1, 2, 1), num_heads=(1, 2, 2, 4),
+                window_sizes=(7, 7, 14, 7), num_classes=10)
+    return TinyVit(**{**args, **kwargs})
+
+
+def _randomize(model: torch.nn.Module, seed: int = 1) -> None:
+    """Non-trivial BN statistics, norm affines and attention biases (fresh ones make folding trivial)."""
+    g = torch.Generator().manual_seed(seed)
+    with torch.no_grad():
+        for m in model.modules():
+            if isinstance(m, torch.nn.modules.batchnorm._BatchNorm):
+                m.running_mean.copy_(torch.randn(m.running_mean.shape, generator=g) * 0.1)
+                m.running_var.copy_(torch.rand(m.running_var.shape, generator=g) + 0.5)
+            if isinstance(m, (torch.nn.modules.batchnorm._BatchNorm, torch.nn.LayerNorm)):
+                m.weight.copy_(torch.rand(m.weight.shape, generator=g) + 0.5)
+                m.bias.copy_(torch.randn(m.bias.shape, generator=g) * 0.1)
+        for name, p in model.named_parameters():
+            if name.endswith("attention_biases"):
+                p.copy_(torch.randn(p.shape, generator=g))
+
+
+def _to_original_layout(state_dict: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """timm layout -> Cream/TinyViT layout (the inverse of what checkpoint_filter_fn must undo)."""
+    out = {}
+    for key, value in state_dict.items():
+        m = re.match(r"^stages\.(\d+)\.downsample\.(.*)$", key)
+        if m:  # the original ends stage i-1 with the downsample into stage i
+            key = f"layers.{int(m.group(1)) - 1}.downsample.{m.group(2)}"
+        key = re.sub(r"^stages\.(\d+)\.blocks\.", r"layers.\1.blocks.", key)
+        key = key.replace("patch_embed.conv1.", "patch_embed.seq.0.")
+        key = key.replace("patch_embed.conv2.", "patch_embed.seq.2.")
+        key = re.sub(r"\.conv\.weight$", ".c.weight", key)
+        key = key.replace("head.norm.", "norm_head.").replace("head.fc.", "head.")
+        out[key] = value
+    return out
+
+
+def test_original_checkpoint_layout_converts():
+    torch.manual_seed(0)
+    src = _tiny().eval()
+    _randomize(src)
+    original = _to_original_layout(src.state_dict())
+    assert any(k.startswith("layers.0.downsample.") for k in original)
+    # Old checkpoints also carry the derived index buffers; they must be dropped.
+    original["layers.1.blocks.0.attn.attention_bias_idxs"] = torch.zeros(49, 49, dtype=torch.long)
+    dst = _tiny().eval()
+    dst.load_state_dict(checkpoint_filter_fn({"model": original}, dst), strict=True)
+    x = torch.randn(1, 3, 64, 64)
+    with torch.no_grad():
+        torch.testing.assert_close(dst(x), src(x))
+
+
+def test_timm_layout_passes_through_and_resamples_bias_tables():
+    torch.manual_seed(0)
+    src = _tiny()
+    dst = _tiny(window_sizes=(7, 5, 10, 5))
+    sd = src.state_dict()
+    with torch.no_grad():
+        sd["stages.1.blocks.0.attn.attention_biases"].fill_(0.25)
+    out = checkpoint_filter_fn(sd, dst)
+    dst.load_state_dict(out, strict=True)
+    assert out["stages.2.blocks.0.attn.attention_biases"].shape == (2, 100)
+    # Resampling a constant table keeps it constant.
+    torch.testing.assert_close(out["stages.1.blocks.0.attn.attention_biases"], torch.full((2, 25), 0.25))
+    assert out["patch_embed.conv1.conv.weight"] is sd["patch_embed.conv1.conv.weight"]
+
+
+@pytest.fixture(scope="module")
+def timm_pair(timm):
+    """(timm reference, ours) with identical, non-trivial weights; built once for the module."""
+    torch.manual_seed(0)
+    ref = timm.create_model(NAME, num_classes=1000).eval()
+    _randomize(ref)
+    ours = create_model(NAME).eval()
+    ours.load_state_dict(ref.state_dict(), strict=True)
+    return ref, ours
+
+
+@pytest.mark.parametrize("size", [64, 100])
+def test_matches_timm_at_other_resolutions(size, timm_pair):
+    """64: every window map is padded; 100: maps that are not multiples of the window and of 2."""
+    ref, ours = timm_pair
+    x = torch.randn(2, 3, size, size)
+    with torch.no_grad():
+        torch.testing.assert_close(ours(x), ref(x), rtol=1e-4, atol=1e-4)
+
+
+def test_deployed_graph_is_plain():
+    torch.manual_seed(0)
+    model = _tiny().eval()
+    _randomize(model)
+    fused = deploy(model)
+    x = torch.randn(1, 3, 96, 96)
+    ep = torch.export.export(fused, (x,))
+    ops = {str(n.target) for n in ep.graph.nodes if n.op == "call_function"}
+    assert not [op for op in ops if any(word in op for word in _UNWANTED_IN_DEPLOY)]
+    with torch.no_grad():
+        torch.testing.assert_close(ep.module()(x), model(x), rtol=1e-4, atol=1e-4)
