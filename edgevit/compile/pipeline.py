@@ -24,6 +24,7 @@ from ..devices import DeviceProfile, get_device
 from ..errors import DoesNotFitError, EdgevitError, VerificationError
 from ..models import deploy
 from ..models._checkpoint import load_weights
+from ..models._synthetic import SYNTHETIC_WEIGHTS_NOTE
 from ..models._resolve import ResolvedModel, parse_input_shape, resolve_model
 from .capture import export_static
 from .memory import estimate_memory
@@ -131,8 +132,12 @@ def compile_model(opts: CompileOptions, progress: StageProgress | None = None) -
         find_images(opts.calib)  # fail now on an unreadable or empty folder, not after export
 
     # 2. Model, weights, deploy form.
-    resolved = resolve_model(opts.model, parse_input_shape(opts.input_shape), opts.num_classes)
-    weights = {"source": "random-init (torch.manual_seed(0))", "sha256": None}
+    resolved = resolve_model(opts.model, parse_input_shape(opts.input_shape), opts.num_classes,
+                             synthetic_weights=opts.weights is None)
+    if resolved.spec is None:
+        weights = {"source": f"as built by {opts.model}", "sha256": None}
+    else:
+        weights = {"source": SYNTHETIC_WEIGHTS_NOTE.format(seed=0), "sha256": None}
     if opts.weights is not None:
         sha = load_weights(resolved.module, opts.weights)
         weights = {"source": str(opts.weights), "sha256": sha}

@@ -10,6 +10,7 @@ import torch
 from torch import nn
 
 from ..errors import EdgevitError
+from ._synthetic import apply_synthetic_weights
 from ._registry import IMAGENET_DEFAULT_MEAN, IMAGENET_DEFAULT_STD, ModelSpec, get_model_spec
 
 __all__ = ["ResolvedModel", "resolve_model", "parse_input_shape"]
@@ -38,7 +39,8 @@ def parse_input_shape(text: str | None) -> tuple[int, ...] | None:
     return shape
 
 
-def _zoo_model(spec: ModelSpec, shape: tuple[int, ...] | None, num_classes: int | None) -> ResolvedModel:
+def _zoo_model(spec: ModelSpec, shape: tuple[int, ...] | None, num_classes: int | None,
+               synthetic_weights: bool) -> ResolvedModel:
     default = (1, *spec.input_size)
     shape = shape or default
     n, c, h, w = shape
@@ -54,8 +56,10 @@ def _zoo_model(spec: ModelSpec, shape: tuple[int, ...] | None, num_classes: int 
             raise EdgevitError(f"{spec.name} only takes {spec.input_size[1]}x{spec.input_size[2]} inputs "
                                f"(its attention tables are sized for that resolution); got {h}x{w}.")
         kwargs[spec.img_size_kwarg] = (h, w) if h != w else h
-    torch.manual_seed(0)  # random init is reproducible, so two compiles without weights agree
+    torch.manual_seed(0)  # reproducible init, so two compiles without weights agree
     module = spec.builder(**kwargs).eval()
+    if synthetic_weights:
+        apply_synthetic_weights(module, seed=0)
     pre = spec.preprocessing()
     pre["input_size"] = [c, h, w]
     return ResolvedModel(spec.name, spec.family, module, (n, c, h, w), spec, pre)
@@ -91,13 +95,17 @@ def _user_model(ref: str, shape: tuple[int, ...] | None) -> ResolvedModel:
     return ResolvedModel(ref, "user", module.eval(), tuple(shape), None, pre)
 
 
-def resolve_model(ref: str, input_shape: tuple[int, ...] | None = None,
-                  num_classes: int | None = None) -> ResolvedModel:
-    """A zoo model by name (timm's names) or a user's ``pkg.module:builder`` at a static input shape."""
+def resolve_model(ref: str, input_shape: tuple[int, ...] | None = None, num_classes: int | None = None,
+                  synthetic_weights: bool = True) -> ResolvedModel:
+    """A zoo model by name (timm's names) or a user's ``pkg.module:builder`` at a static input shape.
+
+    Zoo models get :func:`apply_synthetic_weights` unless real weights will be loaded over them.
+    A user's module is taken as built (its builder decides its weights).
+    """
     if ":" in ref:
         resolved = _user_model(ref, input_shape)
     else:
-        resolved = _zoo_model(get_model_spec(ref), input_shape, num_classes)
+        resolved = _zoo_model(get_model_spec(ref), input_shape, num_classes, synthetic_weights)
     _check_forward(resolved)
     return resolved
 
