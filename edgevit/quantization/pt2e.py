@@ -5,10 +5,31 @@ from collections.abc import Callable
 
 import torch
 from torch import nn
+from torch.export import Dim
 from torchao.quantization.pt2e.quantize_pt2e import convert_pt2e, prepare_pt2e
 from torchao.quantization.pt2e.quantizer import Quantizer
 
 __all__ = ["quantize_pt2e"]
+
+CALIBRATION_BATCH = 16
+
+
+def _capture_for_calibration(model: nn.Module, example: torch.Tensor) -> tuple[torch.fx.GraphModule, int]:
+    """Capture with a dynamic batch dimension when the model allows it.
+
+    Observers (torchao's HistogramObserver above all) cost about the same per call whatever the batch,
+    so calibrating 32 images as 2 batches of 16 is ~10x faster than 32 calls at the deployment shape.
+    Models that specialise on the batch size fall back to the static example shape.
+    """
+    if example.shape[0] == 1:
+        batched = example.expand(2, *example.shape[1:]).contiguous()
+        try:
+            exported = torch.export.export(model, (batched,),
+                                           dynamic_shapes=({0: Dim("batch", min=1, max=1024)},))
+            return exported.module(), CALIBRATION_BATCH
+        except Exception:  # noqa: BLE001 - any capture failure: use the static path below
+            pass
+    return torch.export.export(model, (example,)).module(), example.shape[0]
 
 
 @torch.no_grad()
@@ -16,13 +37,17 @@ def quantize_pt2e(model: nn.Module, example: torch.Tensor, quantizer: Quantizer,
                   on_batch: Callable[[int], None] | None = None) -> torch.fx.GraphModule:
     """Return ``model`` with quantize/dequantize nodes whose scales come from ``calibration`` (N, ...).
 
-    The graph is specialised to ``example``'s static shape, so calibration runs in batches of that size.
+    The result accepts ``example``'s static shape (and, when captured with a dynamic batch, others);
+    backends re-export it at the deployment shape.
     """
-    captured = torch.export.export(model.eval(), (example,)).module()
+    captured, step = _capture_for_calibration(model.eval(), example)
     prepared = prepare_pt2e(captured, quantizer)
-    step = example.shape[0]
-    for start in range(0, calibration.shape[0] - step + 1, step):
-        prepared(calibration[start:start + step])
+    dynamic = step != example.shape[0]
+    for start in range(0, calibration.shape[0], step):
+        batch = calibration[start:start + step]
+        if not dynamic and batch.shape[0] != step:
+            break  # a static graph cannot take a short last batch
+        prepared(batch)
         if on_batch:
-            on_batch(step)
+            on_batch(batch.shape[0])
     return convert_pt2e(prepared)
