@@ -1,6 +1,8 @@
 """torch.export with errors a user can act on: which op failed, in which submodule, at which line."""
 from __future__ import annotations
 
+import contextlib
+import io
 import traceback
 
 import torch
@@ -25,7 +27,9 @@ def _blame(model: nn.Module, exc: BaseException) -> tuple[str | None, str | None
 
 def export_static(model: nn.Module, example: torch.Tensor, name: str) -> torch.export.ExportedProgram:
     try:
-        return torch.export.export(model, (example,))
+        # On failure torch.export prints the partial graph to sys.stderr; the message below says more.
+        with contextlib.redirect_stderr(io.StringIO()):
+            return torch.export.export(model, (example,))
     except Exception as e:  # noqa: BLE001 - torch.export raises many types; all mean "cannot capture"
         module_path, location = _blame(model, e)
         first = next((line.strip() for line in str(e).splitlines() if line.strip()), type(e).__name__)
