@@ -65,3 +65,23 @@ def _randomize_batchnorm(model: torch.nn.Module) -> None:
             if m.affine:
                 m.weight.data.copy_(torch.rand(m.weight.shape, generator=g) + 0.5)
                 m.bias.data.copy_(torch.randn(m.bias.shape, generator=g) * 0.1)
+
+
+@pytest.mark.parametrize("suffix", [".safetensors", ".pth"])
+def test_checkpoint_of_same_architecture_round_trips(tmp_path, suffix):
+    """A checkpoint saved from a zoo model loads through --weights' loader and gives the same logits."""
+    from safetensors.torch import save_file
+    from edgevit.models._checkpoint import load_weights
+    from edgevit.models._synthetic import apply_synthetic_weights
+
+    source = apply_synthetic_weights(create_model("shvit_s1"), seed=7).eval()
+    path = tmp_path / f"shvit_s1{suffix}"
+    if suffix == ".safetensors":
+        save_file({k: v.contiguous() for k, v in source.state_dict().items()}, str(path))
+    else:
+        torch.save({"model": source.state_dict()}, path)
+    target = create_model("shvit_s1").eval()
+    load_weights(target, path)
+    x = torch.randn(1, 3, 64, 64)
+    with torch.no_grad():
+        assert torch.equal(target(x), source(x))

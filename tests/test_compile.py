@@ -1,0 +1,212 @@
+"""`edgevit compile` end to end: real export, PT2E, XNNPACK lowering, and the ExecuTorch runtime check."""
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+from safetensors.torch import save_file
+
+from edgevit.backends import get_backend
+from edgevit.cli import main
+from edgevit.compile import CompileOptions, compile_model
+from edgevit.compile.metrics import compare_outputs
+from edgevit.models._resolve import resolve_model
+
+TESTS = Path(__file__).parent
+
+
+@pytest.fixture(autouse=True)
+def _user_package_importable(monkeypatch):
+    monkeypatch.chdir(TESTS)  # `user_models:...` resolves like a user's package in the cwd
+
+
+def _cli(capsys, *args) -> tuple[int, str, str]:
+    code = main(list(args))
+    captured = capsys.readouterr()
+    return code, captured.out, captured.err
+
+
+def _no_artifacts(root: Path) -> bool:
+    return not root.exists() or not any(root.rglob("*.pte")) and not any(root.rglob("manifest.json"))
+
+
+# Two families at 64x64 (small, so CI stays fast). TinyViT runs fp32 here: at sizes where its window
+# attention pads, XNNPACK refuses the int8 pad (see test_tiny_vit_int8_padding_limit_is_explained).
+@pytest.mark.parametrize("name,precision", [("shvit_s1", "int8"), ("tiny_vit_5m_224", "fp32")])
+def test_zoo_model_end_to_end(tmp_path, name, precision):
+    result = compile_model(CompileOptions(model=name, device="pixel8", precision=precision,
+                                          input_shape="1,3,64,64", num_calib=8, num_verify=4, output_root=tmp_path))
+    m = result.manifest
+    assert result.out_dir == tmp_path / f"{name}-pixel8"
+    assert sorted(p.name for p in result.out_dir.iterdir()) == ["manifest.json", "model.pte", "report.md"]
+    assert json.loads((result.out_dir / "manifest.json").read_text()) == m
+    assert m["precision"] == precision and m["backend"]["name"] == "executorch"
+    if precision == "int8":
+        assert m["calibration"] == {"source": "synthetic:pink-noise(seed=0)", "count": 8, "synthetic": True}
+    else:
+        assert m["calibration"] is None
+    assert m["verification"]["passed"] and m["verification"]["cosine"] >= 0.98
+    assert m["ops"]["delegated_ops"] > 50 and m["ops"]["delegate_calls"] >= 1
+    assert m["artifact"]["size_bytes"] == result.artifact.stat().st_size
+    assert m["inputs"][0]["shape"] == [1, 3, 64, 64] and m["outputs"][0]["shape"] == [1, 1000]
+    assert m["preprocessing"]["center_crop"] == [64, 64]
+
+    # Independent re-check: the written file, loaded fresh, against the fp32 eager model.
+    model = resolve_model(name, (1, 3, 64, 64)).module  # the same synthetic weights compile used
+    run = get_backend("executorch").load(result.artifact)
+    x = torch.randn(2, 1, 3, 64, 64)
+    with torch.no_grad():
+        ref = torch.cat([model(xi) for xi in x])
+    out = torch.cat([run(xi) for xi in x])
+    assert compare_outputs(ref, out).cosine > 0.95
+
+
+def test_tiny_vit_int8_padding_limit_is_explained(tmp_path, capsys):
+    code, out, err = _cli(capsys, "compile", "tiny_vit_5m_224", "-d", "host", "--input-shape", "1,3,96,96",
+                          "--num-calib", "2", "--num-verify", "1", "-o", str(tmp_path))
+    text = " ".join(err.split())
+    assert code == 2 and "StaticConstantPad" in text and "try --precision fp32/fp16" in text
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_weights_are_used_and_hashed(tmp_path):
+    from user_models import TinyConvNet
+    trained = TinyConvNet().eval()
+    with torch.no_grad():
+        trained.head.weight.mul_(50)  # a head no fresh init would produce
+    path = tmp_path / "ckpt.safetensors"
+    save_file({k: v.contiguous() for k, v in trained.state_dict().items()}, str(path))
+    result = compile_model(CompileOptions(model="user_models:build_tiny", device="host", precision="fp32",
+                                          weights=path, input_shape="1,3,32,32", num_verify=2,
+                                          output_root=tmp_path / "out"))
+    import hashlib
+    assert result.manifest["weights"] == {"source": str(path),
+                                          "sha256": hashlib.sha256(path.read_bytes()).hexdigest()}
+    x = torch.randn(1, 3, 32, 32)
+    out = get_backend("executorch").load(result.artifact)(x)
+    with torch.no_grad():
+        torch.testing.assert_close(out, trained(x), rtol=1e-4, atol=1e-4)
+
+
+@pytest.mark.parametrize("precision", ["fp32", "fp16", "int8"])
+def test_user_module_every_precision(tmp_path, capsys, precision):
+    code, out, err = _cli(capsys, "compile", "user_models:build_tiny", "--device", "host", "--precision",
+                          precision, "--input-shape", "1,3,32,32", "-o", str(tmp_path), "--json")
+    assert code == 0, err
+    manifest = json.loads(out)
+    assert manifest["precision"] == precision and manifest["verification"]["passed"]
+    assert manifest["model"]["family"] == "user"
+    sqnr = manifest["verification"]["sqnr_db"]
+    assert sqnr > {"fp32": 60, "fp16": 30, "int8": 15}[precision]
+
+
+def test_calibration_folder_is_used_and_recorded(tmp_path, capsys):
+    from test_data import make_images
+    make_images(tmp_path / "calib", 12, size=(48, 40))
+    code, out, err = _cli(capsys, "compile", "user_models:build_tiny", "-d", "rpi5", "--calib",
+                          str(tmp_path / "calib"), "--num-calib", "8", "--num-verify", "4", "--input-shape",
+                          "1,3,32,32", "-o", str(tmp_path / "out"), "--json")
+    assert code == 0, err
+    m = json.loads(out)
+    assert m["calibration"] == {"source": str(tmp_path / "calib"), "count": 8, "synthetic": False}
+    assert m["verification"]["source"] == str(tmp_path / "calib")  # the 4 images after the 8 used
+
+
+def test_recompile_replaces_previous_artifact(tmp_path):
+    opts = CompileOptions(model="user_models:build_tiny", device="host", precision="fp32",
+                          input_shape="1,3,32,32", num_verify=2, output_root=tmp_path)
+    first = compile_model(opts)
+    (first.out_dir / "stale.txt").write_text("from an older compile")
+    second = compile_model(opts)
+    assert second.out_dir == first.out_dir and not (second.out_dir / "stale.txt").exists()
+    assert [p.name for p in tmp_path.iterdir()] == [first.out_dir.name]  # no temp folders left
+
+
+# --- bad input: one paragraph, exit 2, no traceback, nothing written ---------------------------------
+
+def _bad_profile_dir(tmp_path: Path) -> Path:
+    import yaml
+    from edgevit.devices import BUILTIN_PROFILE_DIR
+    data = yaml.safe_load((BUILTIN_PROFILE_DIR / "rpi5.yaml").read_text())
+    data["name"], data["compile"]["model_memory_mb"] = "tiny-mcu", 1
+    folder = tmp_path / "profiles"
+    folder.mkdir()
+    (folder / "tiny-mcu.yaml").write_text(yaml.safe_dump(data))
+    return folder
+
+
+BAD_INPUTS = {
+    "unknown model": (["compile", "efficientformer_l2", "-d", "pixel8"],
+                      ["Unknown model 'efficientformer_l2'", "efficientformer_l1"]),
+    "unknown device": (["compile", "shvit_s1", "-d", "pixel-8"], ["Unknown device 'pixel-8'", "pixel8"]),
+    "missing weights": (["compile", "shvit_s1", "-d", "host", "--weights", "{tmp}/none.pth"],
+                        ["{tmp}/none.pth does not exist"]),
+    "corrupt weights": (["compile", "shvit_s1", "-d", "host", "--weights", "{tmp}/corrupt.safetensors"],
+                        ["{tmp}/corrupt.safetensors could not be read"]),
+    "mismatched weights": (["compile", "shvit_s1", "-d", "host", "--weights", "{tmp}/tiny.pth"],
+                           ["{tmp}/tiny.pth does not match SHViT", "missing: ", "unexpected: features.0.weight"]),
+    "calib missing": (["compile", "shvit_s1", "-d", "host", "--calib", "{tmp}/nowhere"],
+                      ["{tmp}/nowhere does not exist"]),
+    "calib empty": (["compile", "shvit_s1", "-d", "host", "--calib", "{tmp}/empty"],
+                    ["{tmp}/empty contains no images"]),
+    "shape not divisible": (["compile", "shvit_s1", "-d", "host", "--input-shape", "1,3,100,100"],
+                            ["divisible by 32", "100x100"]),
+    "bad shape text": (["compile", "shvit_s1", "-d", "host", "--input-shape", "1,3,64"], ["N,C,H,W"]),
+    "user module needs shape": (["compile", "user_models:build_tiny", "-d", "host"], ["needs --input-shape"]),
+    "user module not importable": (["compile", "no_such_pkg.models:net", "-d", "host", "--input-shape",
+                                    "1,3,32,32"], ["Cannot import module 'no_such_pkg.models'"]),
+    "user builder returns junk": (["compile", "user_models:build_not_a_module", "-d", "host", "--input-shape",
+                                   "1,3,32,32"], ["returned int, not a torch.nn.Module"]),
+    "user module fails export": (["compile", "user_models:build_data_dependent", "-d", "host",
+                                  "--input-shape", "1,3,32,32"],
+                                 ["torch.export cannot capture", "in module body.1 (Gate)", "user_models.py:"]),
+    "backend device lacks": (["compile", "shvit_s1", "-d", "iphone15-pro", "--backend", "litert"],
+                             ["does not run backend 'litert'", "executorch"]),
+    "too big for device": (["compile", "user_models:build_tiny", "-d", "tiny-mcu", "--profiles", "{tmp}/profiles",
+                            "--input-shape", "1,3,256,256"], ["allows 1 MB", "too much"]),
+    "output not writable": (["compile", "user_models:build_tiny", "-d", "host", "--precision", "fp32",
+                             "--input-shape", "1,3,32,32", "-o", "{tmp}/readonly/sub"], ["not writable"]),
+}
+
+
+@pytest.mark.parametrize("case", list(BAD_INPUTS))
+def test_bad_input_is_one_clear_paragraph(tmp_path, capsys, case):
+    (tmp_path / "corrupt.safetensors").write_bytes(b"\x00" * 64)
+    (tmp_path / "empty").mkdir()
+    from user_models import TinyConvNet
+    torch.save(TinyConvNet().state_dict(), tmp_path / "tiny.pth")
+    _bad_profile_dir(tmp_path)
+    (tmp_path / "readonly").mkdir(mode=0o555)
+    args, expected = BAD_INPUTS[case]
+    args = [a.replace("{tmp}", str(tmp_path)) for a in args]
+    if "-o" not in args:
+        args += ["-o", str(tmp_path / "out")]
+    if os.geteuid() == 0 and case == "output not writable":
+        pytest.skip("root can write into a read-only folder")
+    code, out, err = _cli(capsys, *args)
+    assert code == 2, (out, err)
+    # Progress lines may come first; then exactly one error paragraph, and no traceback anywhere.
+    assert "Traceback" not in err and err.count("error:") == 1
+    text = " ".join(err[err.index("error:"):].split())
+    for fragment in expected:
+        assert fragment.replace("{tmp}", str(tmp_path)) in text, text
+    assert _no_artifacts(tmp_path / "out")
+
+
+def test_failed_verification_writes_nothing(tmp_path, capsys):
+    code, out, err = _cli(capsys, "compile", "user_models:build_tiny", "-d", "host", "--input-shape", "1,3,32,32",
+                          "--min-sqnr", "200", "-o", str(tmp_path))
+    assert code == 2 and "failed verification" in err and "Nothing was written" in " ".join(err.split())
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_console_script_runs(tmp_path):
+    """The installed `edgevit` entry point, as a user types it (a real process)."""
+    proc = subprocess.run(["edgevit", "compile", "nope", "--device", "pixel8"], capture_output=True, text=True,
+                          timeout=120)
+    assert proc.returncode == 2 and "Unknown model 'nope'" in proc.stderr and "Traceback" not in proc.stderr
