@@ -252,8 +252,15 @@ def test_deployed_export_has_no_gather_or_batchnorm(name):
     ops = {str(n.target) for n in exported.run_decompositions().graph.nodes if n.op == "call_function"}
     assert not [op for op in ops if "index" in op or "gather" in op or "batch_norm" in op], ops
     # Ops XNNPACK would leave out, each splitting the delegate: attention uses 3-D bmm (a 4-D matmul
-    # exports with expand) and slices qkv (rather than split).
-    assert not [op for op in ops if "expand" in op or "split" in op], ops
+    # exports with expand) and slices qkv (rather than split); LayerNorm is standardise + folded affine.
+    assert not [op for op in ops if "split" in op or "layer_norm" in op], ops
+    # The judge of "delegatable" is XNNPACK's partitioner itself: one delegate, nothing left outside.
+    from executorch.backends.xnnpack.partition.xnnpack_partitioner import XnnpackPartitioner
+    from executorch.exir import to_edge_transform_and_lower
+    from edgevit.backends.executorch import summarize_ops
+    summary = summarize_ops(to_edge_transform_and_lower(exported, partitioner=[XnnpackPartitioner()])
+                            .exported_program())
+    assert summary.delegate_calls == 1 and not summary.non_delegated, summary.as_dict()
 
 
 def test_meta_device_forward():

@@ -25,6 +25,7 @@ import torch
 from torch import nn
 
 from ._registry import register_model
+from .layers.norm import Standardize, fold_norm_affine
 from .layers import (AttentionBiasMixin, DropPath, LayerScale, attention_bias_index, average_heads,
                      fold_layer_scale, fuse_conv_bn)
 
@@ -242,6 +243,12 @@ class MetaBlock3d(nn.Module):
             self.token_mixer.proj = fold_layer_scale(self.token_mixer.proj, self.ls1)
             self.mlp.fc2 = fold_layer_scale(self.mlp.fc2, self.ls2)
             self.ls1 = self.ls2 = nn.Identity()
+        if isinstance(self.norm1, nn.LayerNorm):
+            # XNNPACK does not delegate native_layer_norm: keep only the standardisation and hand the
+            # affine to the linear that follows, so the whole block stays in one delegate.
+            self.token_mixer.qkv = fold_norm_affine(self.norm1, self.token_mixer.qkv)
+            self.mlp.fc1 = fold_norm_affine(self.norm2, self.mlp.fc1)
+            self.norm1, self.norm2 = Standardize.like(self.norm1), Standardize.like(self.norm2)
         self.drop_path1 = self.drop_path2 = nn.Identity()
         self.mlp.drop1 = self.mlp.drop2 = nn.Identity()
         return self
@@ -375,6 +382,11 @@ class EfficientFormer(nn.Module):
         """Merge the eval-mode average of ``head`` and ``head_dist`` into one linear layer."""
         if self.head_dist is not None:
             self.head, self.head_dist = average_heads(self.head, self.head_dist), None
+        if isinstance(self.norm, nn.LayerNorm) and isinstance(self.head, nn.Linear) and self.global_pool == "avg":
+            # The final norm's per-channel affine commutes with the token mean, so it joins the head;
+            # the deployed forward_features then returns standardised features without the affine.
+            self.head = fold_norm_affine(self.norm, self.head)
+            self.norm = Standardize.like(self.norm)
         self.head_drop = nn.Identity()
         return self
 
