@@ -10,7 +10,7 @@ from pathlib import Path
 
 from .errors import EdgevitError
 
-__all__ = ["atomic_directory", "atomic_write_bytes", "atomic_write_text", "atomic_write_json"]
+__all__ = ["ensure_writable_dir", "atomic_directory", "atomic_write_bytes", "atomic_write_text", "atomic_write_json"]
 
 
 def _umask() -> int:
@@ -24,15 +24,21 @@ _FILE_MODE = 0o666 & ~_umask()
 _DIR_MODE = 0o777 & ~_umask()
 
 
-def _writable_parent(path: Path) -> Path:
-    parent = path.parent
+def ensure_writable_dir(folder: str | Path) -> Path:
+    """Create ``folder`` if needed and check it can take new files (before any slow work starts)."""
+    folder = Path(folder)
     try:
-        parent.mkdir(parents=True, exist_ok=True)
+        folder.mkdir(parents=True, exist_ok=True)
     except OSError as e:
-        raise EdgevitError(f"Cannot create output folder {parent}: {e.strerror or e}.") from None
-    if not os.access(parent, os.W_OK):
-        raise EdgevitError(f"Output folder {parent} is not writable; choose another with -o/--output.")
-    return parent
+        raise EdgevitError(f"Cannot create output folder {folder}: {e.strerror or e}; "
+                           "choose another with -o/--output.") from None
+    if not os.access(folder, os.W_OK):
+        raise EdgevitError(f"Output folder {folder} is not writable; choose another with -o/--output.")
+    return folder
+
+
+def _writable_parent(path: Path) -> Path:
+    return ensure_writable_dir(path.parent)
 
 
 def atomic_write_bytes(path: str | Path, data: bytes) -> Path:

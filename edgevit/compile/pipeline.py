@@ -16,7 +16,7 @@ from pathlib import Path
 
 import torch
 
-from .._io import atomic_directory, atomic_write_json, atomic_write_text
+from .._io import ensure_writable_dir, atomic_directory, atomic_write_json, atomic_write_text
 from ..backends import StageProgress, get_backend
 from ..data import CalibrationSet, Preprocess, load_image_folder, synthetic_images
 from ..data.images import find_images
@@ -130,6 +130,7 @@ def compile_model(opts: CompileOptions, progress: StageProgress | None = None) -
                             opts.min_cosine if opts.min_cosine is not None else base.min_cosine)
     if opts.calib is not None:
         find_images(opts.calib)  # fail now on an unreadable or empty folder, not after export
+    ensure_writable_dir(opts.output_root)
 
     # 2. Model, weights, deploy form.
     resolved = resolve_model(opts.model, parse_input_shape(opts.input_shape), opts.num_classes,
