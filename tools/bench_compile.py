@@ -38,7 +38,8 @@ from rich.table import Table  # noqa: E402
 from edgevit.backends import get_backend  # noqa: E402
 from edgevit.compile import CompileOptions, compare_outputs, compile_model  # noqa: E402
 from edgevit.data import Preprocess, synthetic_images  # noqa: E402
-from edgevit.models import create_model, get_model_spec  # noqa: E402
+from edgevit.models import get_model_spec  # noqa: E402
+from edgevit.models._resolve import resolve_model  # noqa: E402
 
 DEFAULT_MODELS = ["efficientformer_l1", "efficientformerv2_s0", "tiny_vit_5m_224", "shvit_s1"]
 console = Console(width=160)
@@ -79,8 +80,7 @@ def round_robin(candidates: dict, example: torch.Tensor, rounds: int, warmup: in
 
 def bench_model(name: str, rounds: int, warmup: int, threads: int, num_calib: int, workdir: Path) -> dict:
     spec = get_model_spec(name)
-    torch.manual_seed(0)  # the same random init compile_model uses
-    model = create_model(name).eval()
+    model = resolve_model(name).module  # the same (synthetic) weights compile_model uses
     example = torch.zeros(1, *spec.input_size)
     pre = Preprocess(spec.input_size[1], spec.input_size[2], spec.mean, spec.std, spec.crop_pct, spec.interpolation)
     calibration = synthetic_images(pre, num_calib, seed=0).inputs

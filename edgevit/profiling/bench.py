@@ -1,0 +1,208 @@
+"""``edgevit bench``: every backend x precision a device runs, compiled, verified and timed side by side.
+
+Each artifact goes through the normal compile pipeline (so it is verified against fp32 eager and gets a
+manifest), then all of them, plus torch eager fp32, are timed round-robin: every round runs each
+candidate once, so machine noise hits all of them alike. Peak memory is measured per artifact in a
+fresh process (``_memprobe``). Results: a table, ``bench.json`` and ``bench.png`` (latency vs size).
+"""
+from __future__ import annotations
+
+import json
+import statistics
+import subprocess
+import sys
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import torch
+
+from .._io import atomic_write_bytes, atomic_write_json, ensure_writable_dir
+from ..backends import StageProgress, get_backend
+from ..compile import CompileOptions, SilentProgress, compile_model
+from ..devices import get_device
+from ..errors import EdgevitError
+from ..models._resolve import parse_input_shape, resolve_model
+
+__all__ = ["BenchOptions", "BenchRow", "run_bench", "pick_fastest"]
+
+
+@dataclass
+class BenchOptions:
+    model: str
+    device: str = "host"
+    threads: list[int] = field(default_factory=lambda: [1])
+    backends: list[str] | None = None        # default: every backend the device profile lists
+    precisions: list[str] | None = None      # default: every precision each backend offers
+    rounds: int = 20
+    warmup: int = 3
+    input_shape: str | None = None
+    num_calib: int = 32
+    output_root: Path = Path("out/bench")
+    profile_dirs: list[Path] = field(default_factory=list)
+    measure_memory: bool = True
+
+
+@dataclass
+class BenchRow:
+    backend: str                    # "torch" for the eager reference
+    precision: str
+    threads: int
+    median_ms: float | None = None
+    p90_ms: float | None = None
+    size_bytes: int | None = None
+    peak_memory_bytes: int | None = None   # the runtime's RSS growth to run the artifact
+    sqnr_db: float | None = None
+    cosine: float | None = None
+    top1_agreement: float | None = None
+    passed: bool | None = None             # met the verification thresholds
+    artifact: str | None = None
+    error: str | None = None               # why this candidate has no numbers
+
+    @property
+    def label(self) -> str:
+        return f"{self.backend}/{self.precision}"
+
+
+def _time_round_robin(runners: dict, example: torch.Tensor, rounds: int, warmup: int) -> dict[str, list[float]]:
+    times: dict[str, list[float]] = {k: [] for k in runners}
+    with torch.no_grad():
+        for _ in range(warmup):
+            for run in runners.values():
+                run(example)
+        for _ in range(rounds):
+            for key, run in runners.items():
+                start = time.perf_counter()
+                run(example)
+                times[key].append((time.perf_counter() - start) * 1e3)
+    return times
+
+
+def _peak_memory(backend: str, artifact: Path, shape: tuple[int, ...], threads: int) -> int | None:
+    cmd = [sys.executable, "-m", "edgevit.profiling._memprobe", backend, str(artifact), *map(str, shape), "5",
+           str(threads)]
+    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=600)
+    if proc.returncode != 0:
+        return None
+    figures = json.loads(proc.stdout.strip().splitlines()[-1])
+    return max(0, figures["peak_rss_bytes"] - figures["baseline_rss_bytes"])
+
+
+def pick_fastest(rows: list[BenchRow]) -> BenchRow | None:
+    """The ``--backend auto`` rule for a benchmarked device: the fastest artifact that passed verification."""
+    ok = [r for r in rows if r.backend != "torch" and r.passed and r.median_ms is not None]
+    return min(ok, key=lambda r: r.median_ms) if ok else None
+
+
+def run_bench(opts: BenchOptions, progress: StageProgress | None = None) -> dict:
+    progress = progress or SilentProgress()
+    profile = get_device(opts.device, opts.profile_dirs)
+    backends = opts.backends or list(profile.compile.backends)
+    for name in backends:
+        if name not in profile.compile.backends:
+            raise EdgevitError(f"Device '{profile.name}' does not run backend '{name}' "
+                               f"(its profile lists {', '.join(profile.compile.backends)}).")
+    out_dir = ensure_writable_dir(Path(opts.output_root) / f"{opts.model.replace(':', '.')}-{profile.name}")
+    resolved = resolve_model(opts.model, parse_input_shape(opts.input_shape))
+    example = torch.zeros(resolved.input_shape)
+
+    # 1. Build (and verify) every candidate once; a candidate that fails is a row with its reason.
+    candidates: list[tuple[str, str, Path | None, dict | None, str | None]] = []
+    for backend_name in backends:
+        backend = get_backend(backend_name)
+        for precision in opts.precisions or backend.precisions:
+            if precision not in backend.precisions:
+                continue
+            with progress.stage(f"compiling {backend_name}/{precision}"):
+                try:
+                    result = compile_model(CompileOptions(
+                        model=opts.model, device=profile.name, backend=backend_name, precision=precision,
+                        input_shape=opts.input_shape, num_calib=opts.num_calib,
+                        output_root=out_dir / f"{backend_name}-{precision}", profile_dirs=opts.profile_dirs,
+                        min_sqnr=-1e9, min_cosine=-1.0))  # record the numbers; judge below, don't abort
+                    candidates.append((backend_name, precision, result.artifact, result.manifest, None))
+                except EdgevitError as e:
+                    candidates.append((backend_name, precision, None, None, str(e)))
+
+    # 2. Time them side by side, per thread count.
+    rows: list[BenchRow] = []
+    from ..compile.metrics import DEFAULT_THRESHOLDS
+    for threads in opts.threads:
+        torch.set_num_threads(threads)
+        runners = {("torch", "fp32"): resolved.module}
+        for backend_name, precision, artifact, _, error in candidates:
+            if artifact is not None:
+                runners[(backend_name, precision)] = get_backend(backend_name).load(artifact, threads)
+        with progress.stage(f"timing {len(runners)} candidates, {threads} thread(s)", total=opts.rounds) as advance:
+            times = _time_round_robin(runners, example, opts.rounds, opts.warmup)
+            advance(opts.rounds)
+        ref = times.pop(("torch", "fp32"))
+        rows.append(BenchRow("torch", "fp32", threads, statistics.median(ref), _p90(ref)))
+        for backend_name, precision, artifact, manifest, error in candidates:
+            row = BenchRow(backend_name, precision, threads, error=error)
+            if artifact is not None:
+                ts = times[(backend_name, precision)]
+                v = manifest["verification"]
+                t = DEFAULT_THRESHOLDS[precision]
+                row.median_ms, row.p90_ms = statistics.median(ts), _p90(ts)
+                row.size_bytes, row.artifact = manifest["artifact"]["size_bytes"], str(artifact)
+                row.sqnr_db, row.cosine, row.top1_agreement = v["sqnr_db"], v["cosine"], v["top1_agreement"]
+                row.passed = not t.failures(_agreement_of(v))
+                if opts.measure_memory:
+                    with progress.stage(f"peak memory {backend_name}/{precision}"):
+                        row.peak_memory_bytes = _peak_memory(backend_name, artifact, resolved.input_shape, threads)
+            rows.append(row)
+
+    best = {t: pick_fastest([r for r in rows if r.threads == t]) for t in opts.threads}
+    report = {"model": resolved.name, "device": profile.name, "input_shape": list(resolved.input_shape),
+              "rounds": opts.rounds, "rows": [asdict(r) | {"label": r.label} for r in rows],
+              "auto_choice": {str(t): (b.label if b else None) for t, b in best.items()}}
+    atomic_write_json(out_dir / "bench.json", report)
+    atomic_write_bytes(out_dir / "bench.png", _chart_png(report))
+    report["files"] = {"json": str(out_dir / "bench.json"), "png": str(out_dir / "bench.png")}
+    return report
+
+
+def _p90(ts: list[float]) -> float:
+    ts = sorted(ts)
+    return ts[int(0.9 * (len(ts) - 1))]
+
+
+def _agreement_of(v: dict):
+    from ..compile.metrics import Agreement
+    return Agreement(v["sqnr_db"], v["max_abs_error"], v["cosine"], v["top1_agreement"], v["samples"])
+
+
+def _chart_png(report: dict) -> bytes:
+    """Latency vs artifact size, one point per backend/precision (and thread count)."""
+    import io
+
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(7, 4.5), dpi=120)
+    markers = {"executorch": "o", "litert": "s"}
+    for row in report["rows"]:
+        if row["median_ms"] is None or row["size_bytes"] is None:
+            continue
+        ax.scatter(row["size_bytes"] / 2**20, row["median_ms"], marker=markers.get(row["backend"], "^"),
+                   s=60, edgecolors="black" if row["passed"] else "red", linewidths=1.5,
+                   label=f"{row['label']} ({row['threads']}t)")
+        ax.annotate(f"{row['label']} {row['threads']}t", (row["size_bytes"] / 2**20, row["median_ms"]),
+                    textcoords="offset points", xytext=(5, 4), fontsize=7)
+    for row in report["rows"]:
+        if row["backend"] == "torch":
+            ax.axhline(row["median_ms"], color="grey", linestyle=":", linewidth=1)
+            ax.annotate(f"torch eager fp32 ({row['threads']}t)", (0, row["median_ms"]), fontsize=7, color="grey",
+                        xycoords=("axes fraction", "data"), xytext=(2, 2), textcoords="offset points")
+    ax.set_xlabel("artifact size (MB)")
+    ax.set_ylabel("median latency (ms), lower is better")
+    ax.set_title(f"{report['model']} on {report['device']}, input {'x'.join(map(str, report['input_shape']))}"
+                 " (red edge: failed verification)", fontsize=9)
+    ax.grid(alpha=0.3)
+    buf = io.BytesIO()
+    fig.tight_layout()
+    fig.savefig(buf, format="png")
+    plt.close(fig)
+    return buf.getvalue()
