@@ -116,6 +116,17 @@ class ConvMlp(nn.Module):
         return self
 
 
+def _softmax_last(attn: torch.Tensor) -> torch.Tensor:
+    """Softmax over the last dim of (B, heads, Nq, Nk), taken on a 3-D view.
+
+    ExecuTorch 1.5.1's XNNPACK lowering moves a 4-D tensor that sits between 1x1 convs (the talking
+    heads) to channels-last and then normalises over the wrong axis: 6-10 dB SQNR in fp32, silently.
+    A 3-D view cannot be channels-last, so the delegate keeps the axis right (142 dB). Same numerics.
+    """
+    B, heads, nq, nk = attn.shape
+    return attn.reshape(B * heads, nq, nk).softmax(dim=-1).reshape(B, heads, nq, nk)
+
+
 class Attention2d(AttentionBiasMixin, nn.Module):
     """Multi-head self-attention on an NCHW map, with talking heads and a local value path.
 
@@ -173,7 +184,7 @@ class Attention2d(AttentionBiasMixin, nn.Module):
         if self.scale is not None:
             attn = attn * self.scale
         attn = self.talking_head1(attn + self.attention_bias())
-        attn = self.talking_head2(attn.softmax(dim=-1))
+        attn = self.talking_head2(_softmax_last(attn))
 
         x = torch.bmm(attn.flatten(0, 1), v)  # (B*heads, N, vd)
         x = x.transpose(1, 2).reshape(B, -1, h, w) + v_local  # (B, heads*vd, h, w)
@@ -260,7 +271,7 @@ class Attention2dDownsample(AttentionBiasMixin, nn.Module):
         attn = torch.bmm(q, k).view(B, heads, h * w, H * W)
         if self.scale is not None:
             attn = attn * self.scale
-        attn = (attn + self.attention_bias()).softmax(dim=-1)
+        attn = _softmax_last(attn + self.attention_bias())
 
         x = torch.bmm(attn.flatten(0, 1), v)  # (B*heads, n, vd)
         x = x.transpose(1, 2).reshape(B, -1, h, w) + v_local  # (B, heads*vd, h, w)
