@@ -39,6 +39,7 @@ from edgevit.backends import get_backend  # noqa: E402
 from edgevit.compile import CompileOptions, compare_outputs, compile_model  # noqa: E402
 from edgevit.data import Preprocess, synthetic_images  # noqa: E402
 from edgevit.models import get_model_spec  # noqa: E402
+from edgevit.profiling.bench import time_round_robin  # noqa: E402
 from edgevit.models._resolve import resolve_model  # noqa: E402
 
 DEFAULT_MODELS = ["efficientformer_l1", "efficientformerv2_s0", "tiny_vit_5m_224", "shvit_s1"]
@@ -62,20 +63,6 @@ def plain_executorch(model: torch.nn.Module, example: torch.Tensor, calibration:
                 prepared(calibration[i:i + 1])
         exported = torch.export.export(convert_pt2e(prepared), (example,))
     return to_edge_transform_and_lower(exported, partitioner=[XnnpackPartitioner()]).to_executorch().buffer
-
-
-def round_robin(candidates: dict, example: torch.Tensor, rounds: int, warmup: int) -> dict[str, list[float]]:
-    times: dict[str, list[float]] = {k: [] for k in candidates}
-    with torch.no_grad():
-        for _ in range(warmup):
-            for run in candidates.values():
-                run(example)
-        for _ in range(rounds):
-            for label, run in candidates.items():
-                start = time.perf_counter()
-                run(example)
-                times[label].append((time.perf_counter() - start) * 1e3)
-    return times
 
 
 def bench_model(name: str, rounds: int, warmup: int, threads: int, num_calib: int, workdir: Path) -> dict:
@@ -109,7 +96,7 @@ def bench_model(name: str, rounds: int, warmup: int, threads: int, num_calib: in
                 cosine[label] = compare_outputs(reference, out).cosine
 
     torch.set_num_threads(threads)
-    times = round_robin(runners, example, rounds, warmup)
+    times = time_round_robin(runners, example, rounds, warmup)
     rows = {}
     for label, ts in times.items():
         ts = sorted(ts)

@@ -24,7 +24,7 @@ from ..devices import get_device
 from ..errors import EdgevitError
 from ..models._resolve import parse_input_shape, resolve_model
 
-__all__ = ["BenchOptions", "BenchRow", "run_bench", "pick_fastest"]
+__all__ = ["BenchOptions", "BenchRow", "run_bench", "pick_fastest", "time_round_robin"]
 
 
 @dataclass
@@ -64,8 +64,9 @@ class BenchRow:
         return f"{self.backend}/{self.precision}"
 
 
-def _time_round_robin(runners: dict, example: torch.Tensor, rounds: int, warmup: int) -> dict[str, list[float]]:
-    times: dict[str, list[float]] = {k: [] for k in runners}
+def time_round_robin(runners: dict, example: torch.Tensor, rounds: int, warmup: int) -> dict[str, list[float]]:
+    """Milliseconds per call for each runner; every round calls each runner once, in order."""
+    times: dict = {k: [] for k in runners}
     with torch.no_grad():
         for _ in range(warmup):
             for run in runners.values():
@@ -134,7 +135,7 @@ def run_bench(opts: BenchOptions, progress: StageProgress | None = None) -> dict
             if artifact is not None:
                 runners[(backend_name, precision)] = get_backend(backend_name).load(artifact, threads)
         with progress.stage(f"timing {len(runners)} candidates, {threads} thread(s)", total=opts.rounds) as advance:
-            times = _time_round_robin(runners, example, opts.rounds, opts.warmup)
+            times = time_round_robin(runners, example, opts.rounds, opts.warmup)
             advance(opts.rounds)
         ref = times.pop(("torch", "fp32"))
         rows.append(BenchRow("torch", "fp32", threads, statistics.median(ref), _p90(ref)))
