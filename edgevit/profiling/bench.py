@@ -183,13 +183,14 @@ def _chart_png(report: dict) -> bytes:
     import matplotlib.pyplot as plt
 
     fig, ax = plt.subplots(figsize=(7, 4.5), dpi=120)
-    markers = {"executorch": "o", "litert": "s"}
+    markers = {"executorch": "o", "litert": "s"}  # shape: backend; colour: precision; red edge: failed
+    colours = {"fp32": "tab:blue", "fp16": "tab:green", "int8": "tab:purple", "int8-dynamic": "tab:olive"}
     for row in report["rows"]:
         if row["median_ms"] is None or row["size_bytes"] is None:
             continue
         ax.scatter(row["size_bytes"] / 2**20, row["median_ms"], marker=markers.get(row["backend"], "^"),
-                   s=60, edgecolors="black" if row["passed"] else "red", linewidths=1.5,
-                   label=f"{row['label']} ({row['threads']}t)")
+                   s=60, color=colours.get(row["precision"], "tab:grey"),
+                   edgecolors="black" if row["passed"] else "red", linewidths=1.5)
         ax.annotate(f"{row['label']} {row['threads']}t", (row["size_bytes"] / 2**20, row["median_ms"]),
                     textcoords="offset points", xytext=(5, 4), fontsize=7)
     for row in report["rows"]:
@@ -200,7 +201,7 @@ def _chart_png(report: dict) -> bytes:
     ax.set_xlabel("artifact size (MB)")
     ax.set_ylabel("median latency (ms), lower is better")
     ax.set_title(f"{report['model']} on {report['device']}, input {'x'.join(map(str, report['input_shape']))}"
-                 " (red edge: failed verification)", fontsize=9)
+                 "\n(o ExecuTorch, \u25a1 LiteRT; colour = precision; red edge = failed verification)", fontsize=9)
     ax.grid(alpha=0.3)
     buf = io.BytesIO()
     fig.tight_layout()
