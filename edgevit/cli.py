@@ -121,9 +121,9 @@ def devices_cmd(profile_dirs: tuple[Path, ...], as_json: bool) -> None:
 @click.argument("model")
 @click.option("--device", "-d", required=True, help="Device profile name (see `edgevit devices`).")
 @click.option("--backend", default="auto", show_default=True,
-              help="Runtime to lower to; auto takes the device profile's preferred backend.")
-@click.option("--precision", type=click.Choice(["int8", "fp16", "fp32"]),
-              help="Default: the device profile's default precision.")
+              help="executorch, litert, or auto (the device profile's preferred backend).")
+@click.option("--precision", type=click.Choice(["int8", "int8-dynamic", "fp16", "fp32"]),
+              help="Default: the device profile's default precision. int8-dynamic: LiteRT only.")
 @click.option("--weights", type=click.Path(path_type=Path), help="Checkpoint (.safetensors/.pth/.bin) in timm layout.")
 @click.option("--calib", type=click.Path(path_type=Path),
               help="Folder of calibration images (nested folders, any Pillow format). "

@@ -40,6 +40,7 @@ DEFAULT_THRESHOLDS = {
     "fp32": Thresholds(min_sqnr_db=60.0, min_cosine=0.99999),
     "fp16": Thresholds(min_sqnr_db=30.0, min_cosine=0.999),
     "int8": Thresholds(min_sqnr_db=15.0, min_cosine=0.98),
+    "int8-dynamic": Thresholds(min_sqnr_db=15.0, min_cosine=0.98),
 }
 
 

@@ -186,9 +186,7 @@ def compile_model(opts: CompileOptions, progress: StageProgress | None = None) -
         "device": {"name": profile.name, "display_name": profile.display_name, "soc": profile.soc},
         "backend": {"name": backend.name, **lowered.details},
         "precision": precision,
-        "quantization": ({"scheme": "PT2E static int8: per-channel symmetric weights, per-tensor affine "
-                                    "activations", "quantizer": "XNNPACKQuantizer"}
-                         if precision == "int8" else None),
+        "quantization": lowered.details.get("quantization"),
         "calibration": ({"source": calibration.source, "count": len(calibration),
                          "synthetic": opts.calib is None} if calibration is not None else None),
         "verification": {"source": verification.source, **agreement.as_dict(),

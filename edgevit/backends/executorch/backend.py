@@ -77,8 +77,11 @@ class ExecuTorchBackend(Backend):
             plan = program.executorch_program.execution_plan[0]
             # Memory the runtime plans for activations outside the delegate (bytes per arena).
             planned = [int(b) for b in plan.non_const_buffer_sizes]
-        return LoweredArtifact(data=data, suffix=self.suffix, ops=ops,
-                               details={"delegate": "XnnpackBackend", "planned_memory_bytes": planned})
+        details = {"delegate": "XnnpackBackend", "planned_memory_bytes": planned,
+                   "quantization": {"int8": "PT2E XNNPACKQuantizer: static int8, per-channel symmetric weights, "
+                                            "per-tensor affine activations, histogram observers",
+                                    "fp16": "half-precision graph, float32 I/O"}.get(precision)}
+        return LoweredArtifact(data=data, suffix=self.suffix, ops=ops, details=details)
 
     def load(self, artifact: bytes | Path, threads: int = 1):
         return load_program(artifact, threads)
