@@ -8,10 +8,12 @@ from torch import nn
 
 __all__ = ["MemoryEstimate", "estimate_memory"]
 
-_WEIGHT_BYTES = {"fp32": 4, "fp16": 2, "int8": 1}
-# Activations: int8 graphs still run softmax/LayerNorm/GELU in float on XNNPACK, so count 4 bytes
-# for int8 too; the estimate is meant to err on the side of refusing.
-_ACTIVATION_BYTES = {"fp32": 4, "fp16": 2, "int8": 4}
+# Bytes per element of conv/linear weights, of every other parameter, and of activations. int8 graphs
+# still run softmax/GELU in float, and dynamic int8 keeps float activations, so activations count 4
+# bytes for both: the estimate is meant to err on the side of refusing.
+_WEIGHT_BYTES = {"fp32": 4, "fp16": 2, "int8": 1, "int8-dynamic": 1}
+_OTHER_PARAM_BYTES = {"fp32": 4, "fp16": 2, "int8": 4, "int8-dynamic": 4}
+_ACTIVATION_BYTES = {"fp32": 4, "fp16": 2, "int8": 4, "int8-dynamic": 4}
 
 
 @dataclass(frozen=True)
@@ -32,8 +34,8 @@ def _weight_bytes(model: nn.Module, precision: str) -> int:
     total = 0
     for module in model.modules():
         for name, p in module.named_parameters(recurse=False):
-            quantized = precision == "int8" and name == "weight" and isinstance(module, (nn.Conv2d, nn.Linear))
-            total += p.numel() * (1 if quantized else _WEIGHT_BYTES["fp32" if precision == "int8" else precision])
+            is_weight = name == "weight" and isinstance(module, (nn.Conv2d, nn.Linear))
+            total += p.numel() * (_WEIGHT_BYTES if is_weight else _OTHER_PARAM_BYTES)[precision]
         for b in module.buffers(recurse=False):
             total += b.numel() * b.element_size()
     return total
