@@ -46,9 +46,12 @@ class RichProgress:
 
 @contextlib.contextmanager
 def progress_display(enabled: bool = True):
+    """Rich progress on stderr; with ``enabled=False`` (--json) none, and stray library prints go to
+    stderr too, so that stdout carries nothing but the JSON document."""
     if not enabled:
         from .compile import SilentProgress
-        yield SilentProgress()
+        with contextlib.redirect_stdout(sys.stderr):
+            yield SilentProgress()
         return
     columns = [SpinnerColumn(finished_text="[green]✓"), TextColumn("{task.description}"), BarColumn(),
                TextColumn("{task.completed}/{task.total}"), TimeElapsedColumn()]

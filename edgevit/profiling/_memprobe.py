@@ -1,17 +1,23 @@
 """Child process for peak-memory measurement: load one artifact, run it, print RSS figures as JSON.
 
-A process's peak RSS can only grow, so each artifact is measured in a fresh process:
-``python -m edgevit.profiling._memprobe BACKEND ARTIFACT N C H W RUNS THREADS``.
+``python -m edgevit.profiling._memprobe BACKEND ARTIFACT N C H W RUNS THREADS``
+
+Importing torch and the runtimes peaks far above what running a small model adds, so the process's
+lifetime high-water mark says nothing. Linux resets it on request (``/proc/self/clear_refs`` <- 5);
+after that, VmHWM is the peak of loading and running the artifact, measured from VmRSS before loading.
 """
 from __future__ import annotations
 
 import json
-import resource
 import sys
+from pathlib import Path
 
 
-def _peak_rss_bytes() -> int:
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024  # Linux reports KiB
+def _status_kib(field: str) -> int:
+    for line in Path("/proc/self/status").read_text().splitlines():
+        if line.startswith(field + ":"):
+            return int(line.split()[1])
+    raise RuntimeError(f"{field} not in /proc/self/status")
 
 
 def main(argv: list[str]) -> int:
@@ -22,11 +28,13 @@ def main(argv: list[str]) -> int:
     from ..backends import get_backend
     backend = get_backend(backend_name)
     x = torch.zeros(n, c, h, w)
-    baseline = _peak_rss_bytes()  # interpreter + torch + runtime libraries, before the artifact
+    Path("/proc/self/clear_refs").write_text("5")  # reset the peak to the current RSS
+    baseline = _status_kib("VmRSS")
     run = backend.load(artifact, threads)
     for _ in range(runs):
         run(x)
-    print(json.dumps({"baseline_rss_bytes": baseline, "peak_rss_bytes": _peak_rss_bytes()}))
+    peak = _status_kib("VmHWM")
+    print(json.dumps({"baseline_rss_bytes": baseline * 1024, "peak_rss_bytes": peak * 1024}))
     return 0
 
 

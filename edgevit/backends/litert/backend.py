@@ -13,6 +13,7 @@ from ...errors import ExportError
 from ...quantization import quantize_pt2e
 from ..base import Backend, LoweredArtifact, OpSummary, StageProgress, register_backend
 from .quantizer import dynamic_int8_recipe, float16_weights_recipe, static_int8_quantizer
+from .._native_log import capture_native_stderr
 from .runtime import io_quantization, load_model, op_counts
 
 __all__ = ["LiteRTBackend"]
@@ -45,7 +46,8 @@ def _quantize_tflite(data: bytes, recipe) -> bytes:
     from ai_edge_quantizer import quantizer
 
     q = quantizer.Quantizer(data, recipe)
-    return bytes(q.quantize(enable_progress_bar=False, enable_progress_report=False).quantized_model)
+    with capture_native_stderr():  # its tqdm bars and absl logs; edgevit shows its own stage
+        return bytes(q.quantize(enable_progress_bar=False, enable_progress_report=False).quantized_model)
 
 
 @register_backend

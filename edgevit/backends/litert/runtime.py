@@ -8,11 +8,12 @@ import numpy as np
 import torch
 
 from ...errors import EdgevitError
-from ..executorch.runtime import capture_native_stderr
+from .._native_log import capture_native_stderr
 
 __all__ = ["load_model", "op_counts", "io_quantization"]
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")  # TensorFlow/absl start-up chatter
+os.environ.setdefault("LITERT_TORCH_SHOW_PROGRESS", "n")  # it prints to stdout; edgevit shows its own stages
 
 
 def _interpreter(data: bytes, threads: int, name: str):
