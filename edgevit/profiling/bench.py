@@ -128,6 +128,7 @@ def run_bench(opts: BenchOptions, progress: StageProgress | None = None) -> dict
     # 2. Time them side by side, per thread count.
     rows: list[BenchRow] = []
     from ..compile.metrics import DEFAULT_THRESHOLDS
+    peak_memory: dict[Path, int | None] = {}  # per artifact, measured once: threads barely change it
     for threads in opts.threads:
         torch.set_num_threads(threads)
         runners = {("torch", "fp32"): resolved.module}
@@ -149,9 +150,10 @@ def run_bench(opts: BenchOptions, progress: StageProgress | None = None) -> dict
                 row.size_bytes, row.artifact = manifest["artifact"]["size_bytes"], str(artifact)
                 row.sqnr_db, row.cosine, row.top1_agreement = v["sqnr_db"], v["cosine"], v["top1_agreement"]
                 row.passed = not t.failures(_agreement_of(v))
-                if opts.measure_memory:
+                if opts.measure_memory and artifact not in peak_memory:
                     with progress.stage(f"peak memory {backend_name}/{precision}"):
-                        row.peak_memory_bytes = _peak_memory(backend_name, artifact, resolved.input_shape, threads)
+                        peak_memory[artifact] = _peak_memory(backend_name, artifact, resolved.input_shape, threads)
+                row.peak_memory_bytes = peak_memory.get(artifact)
             rows.append(row)
 
     best = {t: pick_fastest([r for r in rows if r.threads == t]) for t in opts.threads}
