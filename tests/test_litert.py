@@ -1,44 +1,110 @@
-"""LiteRT backend: two families converted and run in the LiteRT interpreter, numerics vs fp32 eager."""
+"""LiteRT backend: two families converted at 64x64 and run in the LiteRT interpreter, numerics vs fp32 eager;
+the pipeline end to end; corrupt files, a precision the backend lacks, an op LiteRT cannot convert."""
 import json
+from pathlib import Path
 
 import pytest
 import torch
+from torch import nn
 
 from edgevit.backends import get_backend
+from edgevit.backends.litert import backend as litert_backend
 from edgevit.cli import main
-from edgevit.compile import CompileOptions, compile_model
+from edgevit.compile import CompileOptions, SilentProgress, compile_model
 from edgevit.compile.metrics import compare_outputs
-from edgevit.errors import EdgevitError
+from edgevit.compile.pipeline import _preprocess_for
+from edgevit.data import synthetic_images
+from edgevit.errors import EdgevitError, ExportError
+from edgevit.models import deploy
 from edgevit.models._resolve import resolve_model
 
+SHAPE = (1, 3, 64, 64)
+MIN_COSINE = {"fp32": 0.9999, "fp16": 0.999, "int8-dynamic": 0.98, "int8": 0.98}
+FAMILIES = ["shvit_s1", "efficientformerv2_s0"]
 
-@pytest.mark.parametrize("name,precision,min_cosine", [
-    ("shvit_s1", "fp32", 0.9999), ("shvit_s1", "int8", 0.98),
-    ("efficientformerv2_s0", "fp16", 0.999), ("efficientformerv2_s0", "int8-dynamic", 0.98)])
-def test_compile_to_tflite_and_run(tmp_path, name, precision, min_cosine):
-    result = compile_model(CompileOptions(model=name, device="galaxy-s24", backend="litert", precision=precision,
+
+@pytest.fixture(scope="module")
+def family(request):
+    """Per model: deploy form, its float .tflite (converted once), calibration and verification inputs."""
+    cache = {}
+
+    def get(name):
+        if name not in cache:
+            resolved = resolve_model(name, SHAPE)  # synthetic weights, as compile uses
+            deployed = deploy(resolved.module)
+            example = torch.zeros(SHAPE)
+            float_model = litert_backend._convert(deployed, example)
+            pre = _preprocess_for(resolved)
+            inputs = synthetic_images(pre, 4, seed=1).inputs
+            with torch.no_grad():
+                reference = torch.cat([resolved.module(x) for x in inputs.split(1)])
+            cache[name] = (deployed, example, float_model, synthetic_images(pre, 8, seed=0).inputs, inputs,
+                           reference)
+        return cache[name]
+    return get
+
+
+@pytest.mark.parametrize("precision", ["fp32", "fp16", "int8-dynamic", "int8"])
+@pytest.mark.parametrize("name", FAMILIES)
+def test_every_precision_runs_in_litert(family, monkeypatch, name, precision):
+    deployed, example, float_model, calibration, inputs, reference = family(name)
+    # Conversion is deterministic: reuse the family's float .tflite so the file stays fast.
+    monkeypatch.setattr(litert_backend, "_convert", lambda model, ex: float_model)
+    backend = get_backend("litert")
+    lowered = backend.lower(deployed, example, precision, calibration if precision == "int8" else None,
+                            SilentProgress())
+    run = backend.load(lowered.data)
+    out = torch.cat([run(x) for x in inputs.split(1)])
+    agreement = compare_outputs(reference, out)
+    print(f"{name} {precision}: cosine {agreement.cosine:.6f}, SQNR {agreement.sqnr_db:.1f} dB, "
+          f"{len(lowered.data) / 2**20:.2f} MB, {lowered.ops.delegate_calls} XNNPACK partition(s)")
+    assert agreement.cosine > MIN_COSINE[precision]
+    assert out.dtype == torch.float32 and out.shape == (4, 1000)
+    assert lowered.details["io"]["input"]["dtype"] == lowered.details["io"]["output"]["dtype"] == "float32"
+    ops = lowered.ops.as_dict()
+    assert ops["delegated_ops"] + ops["non_delegated_ops"] == lowered.details["model_ops"]
+    assert ops["delegate_calls"] == lowered.details["xnnpack_partitions"] >= 1
+    assert ops["delegated_ops"] > 0.9 * lowered.details["model_ops"]  # XNNPACK takes (almost) everything
+    if precision == "int8":
+        assert ops["delegated"]["CONV_2D"] > 0 and ops["delegated"]["QUANTIZE"] > 0
+    if precision != "fp32":
+        assert len(lowered.data) < 0.6 * len(float_model)
+
+
+def test_compile_end_to_end(tmp_path):
+    """Through the pipeline: calibration, verification in the runtime, manifest, the written file."""
+    result = compile_model(CompileOptions(model="shvit_s1", device="galaxy-s24", backend="litert", precision="int8",
                                           input_shape="1,3,64,64", num_calib=8, num_verify=4, output_root=tmp_path))
     m = result.manifest
-    assert result.artifact.name == "model.tflite" and m["backend"]["name"] == "litert"
-    assert m["verification"]["passed"] and m["verification"]["cosine"] >= min_cosine
-    assert m["ops"]["delegated_ops"] > 20
-    # Independent check: the file, in a fresh interpreter, against the fp32 eager model.
-    model = resolve_model(name, (1, 3, 64, 64)).module
-    run = get_backend("litert").load(result.artifact)
-    x = torch.randn(3, 1, 3, 64, 64)
-    with torch.no_grad():
-        ref = torch.cat([model(xi) for xi in x])
-    assert compare_outputs(ref, torch.cat([run(xi) for xi in x])).cosine >= min_cosine - 0.01
-    if precision == "int8":  # fully quantized: a deployer needs the I/O quantization
-        assert m["backend"]["io"]["input"]["dtype"] == "int8" and m["backend"]["io"]["input"]["scale"] > 0
+    assert sorted(p.name for p in result.out_dir.iterdir()) == ["manifest.json", "model.tflite", "report.md"]
+    assert json.loads((result.out_dir / "manifest.json").read_text()) == m
+    assert m["backend"]["name"] == "litert" and m["backend"]["io"]["input"]["dtype"] == "float32"
+    assert m["calibration"]["count"] == 8 and "ai-edge-quantizer static int8" in m["quantization"]
+    assert m["verification"]["passed"] and m["verification"]["cosine"] > 0.98
+    assert m["ops"]["delegate_calls"] >= 1 and m["ops"]["delegated_ops"] > 300
+    assert set(m["tool_versions"]) >= {"litert-torch", "ai-edge-litert", "ai-edge-quantizer"}
+    x = torch.randn(1, 3, 64, 64)
+    assert get_backend("litert").load(result.artifact)(x).shape == (1, 1000)
 
 
-def test_corrupt_tflite_is_named(tmp_path):
+@pytest.mark.parametrize("content", [b"TFL3" + b"\x00" * 60, "half", b""])
+def test_corrupt_tflite_is_named(tmp_path, content):
     path = tmp_path / "broken.tflite"
-    path.write_bytes(b"TFL3" + b"\x00" * 60)
+    if content == "half":  # a real model, truncated
+        model = nn.Sequential(nn.Conv2d(3, 4, 3), nn.ReLU()).eval()
+        data = litert_backend._convert(model, torch.zeros(1, 3, 8, 8))
+        content = data[:len(data) // 2]
+    path.write_bytes(content)
     with pytest.raises(EdgevitError) as e:
         get_backend("litert").load(path)
-    assert str(path) in str(e.value) and "corrupt" in str(e.value)
+    message = str(e.value)
+    assert str(path) in message and "\n" not in message
+    assert "corrupt" in message or "empty" in message
+
+
+def test_missing_file_is_named(tmp_path):
+    with pytest.raises(EdgevitError, match="none.tflite"):
+        get_backend("litert").load(tmp_path / "none.tflite")
 
 
 def test_precision_the_backend_lacks(tmp_path, capsys, monkeypatch):
@@ -46,6 +112,25 @@ def test_precision_the_backend_lacks(tmp_path, capsys, monkeypatch):
     code = main(["compile", "shvit_s1", "-d", "host", "--backend", "executorch", "--precision", "int8-dynamic"])
     err = " ".join(capsys.readouterr().err.split())
     assert code == 2 and "Backend 'executorch' has no precision 'int8-dynamic'" in err
+    assert "int8-dynamic" in get_backend("litert").precisions
+
+
+class _InverseErf(nn.Module):
+    """erfinv exports with torch.export but litert-torch has no lowering for it."""
+
+    def __init__(self):
+        super().__init__()
+        self.conv = nn.Conv2d(3, 4, 3)
+
+    def forward(self, x):
+        return torch.erfinv(self.conv(x).tanh() * 0.5)
+
+
+def test_op_litert_cannot_convert_is_named():
+    with pytest.raises(ExportError) as e:
+        get_backend("litert").lower(_InverseErf().eval(), torch.zeros(1, 3, 16, 16), "fp32", None, SilentProgress())
+    message = str(e.value)
+    assert "aten.erfinv" in message and f"{Path(__file__).name}:" in message and "--backend executorch" in message
 
 
 def test_auto_backend_follows_the_profile(tmp_path):

@@ -1,8 +1,8 @@
-"""LiteRT (TFLite): litert-torch converts at the static shape; ai-edge-quantizer / PT2E quantize."""
+"""LiteRT (TFLite): litert-torch converts at the static shape, ai-edge-quantizer quantizes the .tflite."""
 from __future__ import annotations
 
 import re
-from collections import Counter
+import warnings
 from importlib.metadata import version
 from pathlib import Path
 
@@ -10,44 +10,84 @@ import torch
 from torch import nn
 
 from ...errors import ExportError
-from ...quantization import quantize_pt2e
-from ..base import Backend, LoweredArtifact, OpSummary, StageProgress, register_backend
-from .quantizer import dynamic_int8_recipe, float16_weights_recipe, static_int8_quantizer
 from .._native_log import capture_native_stderr
-from .runtime import io_quantization, load_model, op_counts
+from ..base import Backend, LoweredArtifact, StageProgress, register_backend
+from .quantizer import FLOAT_IN_INT8, dynamic_int8_recipe, float16_weights_recipe, static_int8_recipe
+from .runtime import delegation, io_quantization, load_model
 
 __all__ = ["LiteRTBackend"]
 
-# Ops the LiteRT XNNPACK delegate runs on the CPU (float and int8 kernels); everything else falls back
-# to the builtin TFLite kernels. From the delegate's supported-operator list.
-_XNNPACK_OPS = {
-    "ADD", "AVERAGE_POOL_2D", "BATCH_MATMUL", "CONCATENATION", "CONV_2D", "DEPTHWISE_CONV_2D", "DEQUANTIZE",
-    "DIV", "ELU", "FULLY_CONNECTED", "GELU", "HARD_SWISH", "LEAKY_RELU", "LOGISTIC", "MAX_POOL_2D", "MAXIMUM",
-    "MEAN", "MINIMUM", "MUL", "PAD", "PRELU", "QUANTIZE", "RELU", "RELU6", "RESHAPE", "RESIZE_BILINEAR",
-    "RSQRT", "SLICE", "SOFTMAX", "SPACE_TO_DEPTH", "SQRT", "SQUARE", "SQUARED_DIFFERENCE", "STRIDED_SLICE",
-    "SUB", "TANH", "TRANSPOSE", "TRANSPOSE_CONV", "SUM",
+_QUANTIZATION = {
+    "fp16": "ai-edge-quantizer float casting: float16 weights dequantized at load, float32 compute and I/O",
+    "int8-dynamic": "ai-edge-quantizer dynamic_wi8_afp32: per-channel symmetric int8 weights, activations "
+                    "quantized on the fly by the kernels, float32 I/O",
+    "int8": "ai-edge-quantizer static int8: per-channel symmetric weights, per-tensor asymmetric activations "
+            f"calibrated in the LiteRT interpreter, float32 I/O; kept float: {', '.join(FLOAT_IN_INT8)} "
+            "(no int8 XNNPACK kernel)",
 }
+_CALIBRATION_CHUNK = 8  # samples per ai-edge-quantizer calibrate() call, so progress can move
 
 
-def _convert(model: nn.Module, example: torch.Tensor, quant_config=None) -> bytes:
-    import litert_torch
+def _failing_op(text: str) -> tuple[str | None, str | None]:
+    """The op (and user source line) a litert-torch / LiteRT converter error names, if any."""
+    op = re.search(r"Lowering not found: ([\w.]+)", text) or re.search(r"target=torch\.ops\.([\w.]+)", text) \
+        or re.search(r"'([\w.]+)' op\b", text) or re.search(r"\b(aten\.\w+(?:\.\w+)?)", text)
+    where = None
+    frames = re.findall(r'File "([^"]+)", line (\d+), in (\w+)', text.split("Original traceback:", 1)[-1])
+    if "Original traceback:" in text and frames:
+        path, line, func = frames[-1]
+        where = f"{path}:{line} (in {func})"
+    return (op.group(1) if op else None), where
+
+
+def _convert(model: nn.Module, example: torch.Tensor) -> bytes:
+    with capture_native_stderr():  # its MLIR libraries log to fd 2 (absl, oneDNN) on import
+        import litert_torch
 
     try:
-        converted = litert_torch.convert(model, (example,), quant_config=quant_config)
-    except Exception as e:  # noqa: BLE001 - name the op if the converter says which
+        with warnings.catch_warnings(), capture_native_stderr():
+            warnings.simplefilter("ignore")  # torch/pytree deprecations raised inside the converter
+            return litert_torch.convert(model, (example,)).model_content()
+    except Exception as e:  # noqa: BLE001 - any converter failure: name the op if the message does
         text = str(e)
-        op = re.search(r"(aten[.:]{1,2}[\w.]+|tfl\.[\w]+|'[\w.]+' op)", text)
-        raise ExportError(f"LiteRT cannot convert the model{f' (op {op.group(1)})' if op else ''}: "
-                          f"{type(e).__name__}: {text.splitlines()[0] if text else ''}") from None
-    return converted.model_content()
+        op, where = _failing_op(text)
+        first = next((line.strip() for line in text.splitlines() if line.strip()), type(e).__name__)
+        if op:
+            raise ExportError(f"LiteRT cannot convert the model: op {op}{f' at {where}' if where else ''} is not "
+                              f"supported by litert-torch ({type(e).__name__}: {first}). Replace it in forward, "
+                              "or use --backend executorch.") from None
+        raise ExportError(f"LiteRT cannot convert the model ({type(e).__name__}: {first}). Try --backend "
+                          "executorch.") from None
 
 
-def _quantize_tflite(data: bytes, recipe) -> bytes:
+def _quantizer(data: bytes, recipe):
     from ai_edge_quantizer import quantizer
+    return quantizer.Quantizer(data, recipe)
 
-    q = quantizer.Quantizer(data, recipe)
-    with capture_native_stderr():  # its tqdm bars and absl logs; edgevit shows its own stage
-        return bytes(q.quantize(enable_progress_bar=False, enable_progress_report=False).quantized_model)
+
+def _quantize(q, calibration_result=None) -> bytes:
+    with capture_native_stderr():  # its progress bars and absl logs; edgevit shows its own stage
+        result = q.quantize(calibration_result, enable_progress_bar=False, enable_progress_report=False)
+    return bytes(result.quantized_model)
+
+
+def _calibrate(q, float_model: bytes, calibration: torch.Tensor, advance) -> dict:
+    """Min/max of every tensor over ``calibration`` (N, C, H, W), run one sample at a time in LiteRT."""
+    from ai_edge_litert.interpreter import Interpreter
+
+    signature = Interpreter(model_content=float_model).get_signature_list()
+    key = next(iter(signature))
+    input_name = signature[key]["inputs"][0]
+    samples = [{input_name: x.numpy()} for x in calibration.float().split(1)]
+    result = None
+    for start in range(0, len(samples), _CALIBRATION_CHUNK):  # resumed calls: same statistics as one call
+        chunk = samples[start:start + _CALIBRATION_CHUNK]
+        with capture_native_stderr(), warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # "preserve_all_tensors is for debugging": calibration needs it
+            result = q.calibrate({key: chunk}, previous_calibration_result=result,
+                                 num_threads=max(1, torch.get_num_threads()))
+        advance(len(chunk))
+    return result
 
 
 @register_backend
@@ -59,30 +99,24 @@ class LiteRTBackend(Backend):
     def lower(self, model: nn.Module, example: torch.Tensor, precision: str,
               calibration: torch.Tensor | None, progress: StageProgress) -> LoweredArtifact:
         model = model.eval()
-        details = {"delegate": "XNNPACK (LiteRT default CPU delegate)"}
+        with progress.stage("converting to .tflite (litert-torch)"):
+            data = _convert(model, example)
         if precision == "int8":
             assert calibration is not None and len(calibration) > 0, "int8 needs calibration inputs"
-            from litert_torch.quantize.quant_config import QuantConfig
-            quantizer = static_int8_quantizer()
-            with progress.stage("calibrating (PT2E observers)", total=len(calibration)) as advance:
-                model = quantize_pt2e(model, example, quantizer, calibration, on_batch=advance, fold_quantize=False)
-            with progress.stage("converting to .tflite (litert-torch)"):
-                data = _convert(model, example, QuantConfig(pt2e_quantizer=quantizer))
-            details["quantization"] = "litert-torch PT2EQuantizer, static per-channel int8"
-        else:
-            with progress.stage("converting to .tflite (litert-torch)"):
-                data = _convert(model, example)
-            if precision in ("fp16", "int8-dynamic"):
-                recipe = float16_weights_recipe() if precision == "fp16" else dynamic_int8_recipe()
-                with progress.stage(f"ai-edge-quantizer ({precision})"):
-                    data = _quantize_tflite(data, recipe)
-                details["quantization"] = ("ai-edge-quantizer float16 weights" if precision == "fp16"
-                                           else "ai-edge-quantizer dynamic_wi8_afp32")
-        details["io"] = io_quantization(data)
-        counts = op_counts(data)
-        ops = OpSummary(delegated=Counter({k: v for k, v in counts.items() if k in _XNNPACK_OPS}),
-                        non_delegated=Counter({k: v for k, v in counts.items() if k not in _XNNPACK_OPS}),
-                        delegate_calls=1)
+            q = _quantizer(data, static_int8_recipe())
+            with progress.stage("calibrating (LiteRT interpreter)", total=len(calibration)) as advance:
+                stats = _calibrate(q, data, calibration, advance)
+            with progress.stage("quantizing (ai-edge-quantizer, static int8)"):
+                data = _quantize(q, stats)
+        elif precision in ("fp16", "int8-dynamic"):
+            recipe = float16_weights_recipe() if precision == "fp16" else dynamic_int8_recipe()
+            with progress.stage(f"quantizing (ai-edge-quantizer, {precision})"):
+                data = _quantize(_quantizer(data, recipe))
+        with progress.stage("checking XNNPACK delegation"):
+            ops, counts = delegation(data)
+            io = io_quantization(data)
+        details = {"delegate": "XNNPACK (LiteRT default CPU delegate)", **counts, "io": io,
+                   "quantization": _QUANTIZATION.get(precision)}
         return LoweredArtifact(data=data, suffix=self.suffix, ops=ops, details=details)
 
     def load(self, artifact: bytes | Path, threads: int = 1):

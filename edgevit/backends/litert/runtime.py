@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import os
+from collections import Counter
 from pathlib import Path
 
 import numpy as np
@@ -9,8 +10,9 @@ import torch
 
 from ...errors import EdgevitError
 from .._native_log import capture_native_stderr
+from ..base import OpSummary
 
-__all__ = ["load_model", "op_counts", "io_quantization"]
+__all__ = ["load_model", "delegation", "io_quantization"]
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")  # TensorFlow/absl start-up chatter
 os.environ.setdefault("LITERT_TORCH_SHOW_PROGRESS", "n")  # it prints to stdout; edgevit shows its own stages
@@ -19,20 +21,21 @@ os.environ.setdefault("LITERT_TORCH_SHOW_PROGRESS", "n")  # it prints to stdout;
 def _interpreter(data: bytes, threads: int, name: str):
     from ai_edge_litert.interpreter import Interpreter
 
-    with capture_native_stderr() as log:
+    if not data:
+        raise EdgevitError(f"LiteRT cannot load {name}: the file is empty.")
+    with capture_native_stderr():  # "Created TensorFlow Lite XNNPACK delegate for CPU." and friends
         try:
             interpreter = Interpreter(model_content=data, num_threads=threads)
-            interpreter.allocate_tensors()
+            interpreter.allocate_tensors()  # applies the XNNPACK delegate; kernels check their inputs here
         except Exception as e:  # noqa: BLE001 - the interpreter raises ValueError/RuntimeError alike
-            reason = str(e).splitlines()[0] if str(e) else type(e).__name__
-            raise EdgevitError(f"LiteRT cannot load {name}: {reason}. Is the .tflite file corrupt or "
-                               "truncated?") from None
-    del log
+            reason = " ".join(str(e).split()) or type(e).__name__
+            raise EdgevitError(f"LiteRT cannot load {name}: {reason.rstrip('.')}. Is the .tflite file corrupt, "
+                               "truncated, or from a newer LiteRT?") from None
     return interpreter
 
 
 def _to_model(x: np.ndarray, detail: dict) -> np.ndarray:
-    """Float input -> the model's input dtype (a fully int8 model takes quantized input)."""
+    """Float input -> the model's input dtype (a .tflite quantized elsewhere may take int8 input)."""
     if detail["dtype"] == np.float32:
         return np.ascontiguousarray(x, dtype=np.float32)
     scale, zero_point = detail["quantization"]
@@ -58,13 +61,19 @@ def io_quantization(data: bytes) -> dict:
 
 def load_model(artifact: bytes | Path, threads: int = 1):
     """A ``Tensor -> Tensor`` callable running the model's first signature (NCHW float32 in and out)."""
-    data = Path(artifact).read_bytes() if isinstance(artifact, (str, Path)) else artifact
     name = str(artifact) if isinstance(artifact, (str, Path)) else "the converted model"
+    if isinstance(artifact, (str, Path)):
+        try:
+            data = Path(artifact).read_bytes()
+        except OSError as e:
+            raise EdgevitError(f"Cannot read {name}: {e.strerror or e}.") from None
+    else:
+        data = bytes(artifact)
     interpreter = _interpreter(data, threads, name)
     (inp,), (out,) = interpreter.get_input_details(), interpreter.get_output_details()
 
     def run(x: torch.Tensor) -> torch.Tensor:
-        interpreter.set_tensor(inp["index"], _to_model(x.detach().numpy(), inp))
+        interpreter.set_tensor(inp["index"], _to_model(x.detach().float().numpy(), inp))
         interpreter.invoke()
         return torch.from_numpy(_from_model(interpreter.get_tensor(out["index"]), out))
 
@@ -72,13 +81,31 @@ def load_model(artifact: bytes | Path, threads: int = 1):
     return run
 
 
-def op_counts(data: bytes) -> dict[str, int]:
-    """Op name -> count in the .tflite graph (before delegation)."""
-    from ai_edge_litert.interpreter import Interpreter
+def delegation(data: bytes) -> tuple[OpSummary, dict]:
+    """Which ops of the .tflite the XNNPACK delegate took, read off the interpreter after it applied it.
 
-    with capture_native_stderr():
-        interpreter = Interpreter(model_content=data, experimental_preserve_all_tensors=False)
-    counts: dict[str, int] = {}
-    for op in interpreter._get_ops_details():  # noqa: SLF001 - the only op listing the API offers
-        counts[op["op_name"]] = counts.get(op["op_name"], 0) + 1
-    return counts
+    The interpreter keeps the model's original nodes and appends one DELEGATE node per partition; only the
+    partitions and the nodes outside them run. A node belongs to a partition when it lies between the
+    partition's inputs and outputs, so walking back from each DELEGATE node's outputs to its inputs
+    recovers exactly the nodes it replaced; the rest run on TFLite's builtin kernels.
+    """
+    interpreter = _interpreter(data, 1, "the converted model")
+    nodes = interpreter._get_ops_details()  # noqa: SLF001 - the only node listing the Python API offers
+    partitions = [n for n in nodes if n["op_name"] == "DELEGATE"]
+    model_nodes = {n["index"]: n for n in nodes if n["op_name"] != "DELEGATE"}
+    producer = {int(t): i for i, n in model_nodes.items() for t in n["outputs"]}
+    delegated: set[int] = set()
+    for partition in partitions:
+        boundary = {int(t) for t in partition["inputs"]}
+        stack = [int(t) for t in partition["outputs"]]
+        while stack:
+            tensor = stack.pop()
+            node = producer.get(tensor)
+            if tensor in boundary or node is None or node in delegated:
+                continue  # a partition input, a constant/graph input, or already walked
+            delegated.add(node)
+            stack.extend(int(t) for t in model_nodes[node]["inputs"] if t >= 0)
+    summary = OpSummary(delegated=Counter(model_nodes[i]["op_name"] for i in delegated),
+                        non_delegated=Counter(n["op_name"] for i, n in model_nodes.items() if i not in delegated),
+                        delegate_calls=len(partitions))
+    return summary, {"model_ops": len(model_nodes), "xnnpack_partitions": len(partitions)}
