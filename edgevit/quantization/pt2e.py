@@ -34,13 +34,11 @@ def _capture_for_calibration(model: nn.Module, example: torch.Tensor) -> tuple[t
 
 @torch.no_grad()
 def quantize_pt2e(model: nn.Module, example: torch.Tensor, quantizer: Quantizer, calibration: torch.Tensor,
-                  on_batch: Callable[[int], None] | None = None, fold_quantize: bool = True
-                  ) -> torch.fx.GraphModule:
+                  on_batch: Callable[[int], None] | None = None) -> torch.fx.GraphModule:
     """Return ``model`` with quantize/dequantize nodes whose scales come from ``calibration`` (N, ...).
 
     The result accepts ``example``'s static shape (and, when captured with a dynamic batch, others);
-    backends re-export it at the deployment shape. ``fold_quantize=False`` keeps float weights with
-    explicit quantize nodes, the form litert-torch's converter expects.
+    backends re-export it at the deployment shape.
     """
     captured, step = _capture_for_calibration(model.eval(), example)
     prepared = prepare_pt2e(captured, quantizer)
@@ -52,4 +50,4 @@ def quantize_pt2e(model: nn.Module, example: torch.Tensor, quantizer: Quantizer,
         prepared(batch)
         if on_batch:
             on_batch(batch.shape[0])
-    return convert_pt2e(prepared, fold_quantize=fold_quantize)
+    return convert_pt2e(prepared)

@@ -66,7 +66,8 @@ def _quantizer(data: bytes, recipe):
 
 
 def _quantize(q, calibration_result=None) -> bytes:
-    with capture_native_stderr():  # its progress bars and absl logs; edgevit shows its own stage
+    with capture_native_stderr(), warnings.catch_warnings():  # its progress bars, absl logs, and the
+        warnings.simplefilter("ignore")  # "preserve_all_tensors is for debugging" of its own interpreter
         result = q.quantize(calibration_result, enable_progress_bar=False, enable_progress_report=False)
     return bytes(result.quantized_model)
 
