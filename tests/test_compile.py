@@ -39,7 +39,7 @@ def test_efficientformerv2_fp32_is_exact_in_the_runtime(tmp_path):
     """Regression: XNNPACK once took V2's talking-head softmax over the wrong axis (17 dB in fp32).
 
     Only visible with weights where the attention branch matters, hence the synthetic weights."""
-    result = compile_model(CompileOptions(model="efficientformerv2_s0", device="host", precision="fp32",
+    result = compile_model(CompileOptions(model="efficientformerv2_s0", device="host", backend="executorch", precision="fp32",
                                           input_shape="1,3,128,128", num_verify=2, output_root=tmp_path))
     assert result.manifest["verification"]["sqnr_db"] > 60
 
@@ -76,7 +76,7 @@ def test_zoo_model_end_to_end(tmp_path, name, precision):
 
 
 def test_tiny_vit_int8_padding_limit_is_explained(tmp_path, capsys):
-    code, out, err = _cli(capsys, "compile", "tiny_vit_5m_224", "-d", "host", "--input-shape", "1,3,96,96",
+    code, out, err = _cli(capsys, "compile", "tiny_vit_5m_224", "-d", "host", "--backend", "executorch", "--input-shape", "1,3,96,96",
                           "--num-calib", "2", "--num-verify", "1", "-o", str(tmp_path))
     text = " ".join(err.split())
     assert code == 2 and "StaticConstantPad" in text and "try --precision fp32/fp16" in text
@@ -90,7 +90,7 @@ def test_weights_are_used_and_hashed(tmp_path):
         trained.head.weight.mul_(50)  # a head no fresh init would produce
     path = tmp_path / "ckpt.safetensors"
     save_file({k: v.contiguous() for k, v in trained.state_dict().items()}, str(path))
-    result = compile_model(CompileOptions(model="user_models:build_tiny", device="host", precision="fp32",
+    result = compile_model(CompileOptions(model="user_models:build_tiny", device="host", backend="executorch", precision="fp32",
                                           weights=path, input_shape="1,3,32,32", num_verify=2,
                                           output_root=tmp_path / "out"))
     import hashlib
@@ -104,7 +104,7 @@ def test_weights_are_used_and_hashed(tmp_path):
 
 @pytest.mark.parametrize("precision", ["fp32", "fp16", "int8"])
 def test_user_module_every_precision(tmp_path, capsys, precision):
-    code, out, err = _cli(capsys, "compile", "user_models:build_tiny", "--device", "host", "--precision",
+    code, out, err = _cli(capsys, "compile", "user_models:build_tiny", "--device", "host", "--backend", "executorch", "--precision",
                           precision, "--input-shape", "1,3,32,32", "-o", str(tmp_path), "--json")
     assert code == 0, err
     manifest = json.loads(out)
@@ -127,7 +127,7 @@ def test_calibration_folder_is_used_and_recorded(tmp_path, capsys):
 
 
 def test_recompile_replaces_previous_artifact(tmp_path):
-    opts = CompileOptions(model="user_models:build_tiny", device="host", precision="fp32",
+    opts = CompileOptions(model="user_models:build_tiny", device="host", backend="executorch", precision="fp32",
                           input_shape="1,3,32,32", num_verify=2, output_root=tmp_path)
     first = compile_model(opts)
     (first.out_dir / "stale.txt").write_text("from an older compile")
