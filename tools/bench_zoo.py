@@ -9,10 +9,16 @@ Each model's bench.json/bench.png stay under out/bench/MODEL-host/; the table co
 from __future__ import annotations
 
 import argparse
+import logging
 import sys
+import warnings
 from pathlib import Path
 
-from edgevit.profiling import BenchOptions, run_bench
+warnings.filterwarnings("ignore")
+for _noisy in ("torchao", "torch.utils._pytree"):
+    logging.getLogger(_noisy).setLevel(logging.ERROR)
+
+from edgevit.profiling import BenchOptions, run_bench  # noqa: E402
 
 DEFAULT_MODELS = ["efficientformer_l1", "efficientformerv2_s0", "tiny_vit_5m_224", "shvit_s1"]
 
