@@ -1,0 +1,77 @@
+"""`edgevit compile`: quantize, lower and verify one model for one device."""
+from __future__ import annotations
+
+from pathlib import Path
+
+import click
+from rich.table import Table
+
+from ._group import cli
+from ._ui import out, print_json, profiles_option, progress_display
+
+
+@cli.command("compile")
+@click.argument("model")
+@click.option("--device", "-d", required=True, help="Device profile name (see `edgevit devices`).")
+@click.option("--backend", default="auto", show_default=True,
+              help="executorch, litert, or auto (the device profile's preferred backend).")
+@click.option("--precision", type=click.Choice(["int8", "int8-dynamic", "fp16", "fp32"]),
+              help="Default: the device profile's default precision. int8-dynamic: LiteRT only.")
+@click.option("--weights", type=click.Path(path_type=Path), help="Checkpoint (.safetensors/.pth/.bin) in timm layout.")
+@click.option("--calib", type=click.Path(path_type=Path),
+              help="Folder of calibration images (nested folders, any Pillow format). "
+                   "Default: built-in synthetic 1/f-noise images (the manifest says so).")
+@click.option("--num-calib", default=32, show_default=True, type=click.IntRange(1), help="Calibration images.")
+@click.option("--num-verify", default=8, show_default=True, type=click.IntRange(1),
+              help="Inputs the artifact is checked on against the fp32 eager model.")
+@click.option("--input-shape", help="Static input N,C,H,W (required for a user module).")
+@click.option("--num-classes", type=click.IntRange(1), help="Classifier size, if the checkpoint's differs.")
+@click.option("-o", "--output", "output_root", default=Path("out"), show_default=True,
+              type=click.Path(path_type=Path), help="Folder that receives MODEL-DEVICE/.")
+@profiles_option
+@click.option("--min-sqnr", type=float, help="Verification threshold in dB (default per precision).")
+@click.option("--min-cosine", type=float, help="Verification threshold (default per precision).")
+@click.option("--threads", default=1, show_default=True, type=click.IntRange(1),
+              help="Runtime threads for verification on this machine.")
+@click.option("--json", "as_json", is_flag=True, help="Print the manifest as JSON instead of a table.")
+def compile_cmd(model: str, device: str, backend: str, precision: str | None, weights: Path | None,
+                calib: Path | None, num_calib: int, num_verify: int, input_shape: str | None,
+                num_classes: int | None, output_root: Path, profile_dirs: tuple[Path, ...],
+                min_sqnr: float | None, min_cosine: float | None, threads: int, as_json: bool) -> None:
+    """Quantize, lower and verify MODEL (a zoo name or package.module:builder) for a device."""
+    from ..compile import CompileOptions, compile_model
+
+    opts = CompileOptions(model=model, device=device, backend=backend, precision=precision, weights=weights,
+                          calib=calib, num_calib=num_calib, num_verify=num_verify, input_shape=input_shape,
+                          num_classes=num_classes, output_root=output_root, profile_dirs=list(profile_dirs),
+                          min_sqnr=min_sqnr, min_cosine=min_cosine, threads=threads)
+    with progress_display(enabled=not as_json) as progress:
+        result = compile_model(opts, progress)
+    if as_json:
+        return print_json(result.manifest)
+    _print_compile_summary(result)
+
+
+def _print_compile_summary(result) -> None:
+    m = result.manifest
+    v, ops = m["verification"], m["ops"]
+    table = Table(title=f"{m['model']['name']} → {m['device']['name']} ({m['backend']['name']}, {m['precision']})",
+                  show_header=False)
+    table.add_column(style="bold")
+    table.add_column()
+    cal = m["calibration"]
+    rows = [
+        ("artifact", f"{result.artifact}  ({m['artifact']['size_bytes'] / 2**20:.2f} MB)"),
+        ("weights", m["weights"]["source"]),
+        ("calibration", f"{cal['count']} × {cal['source']}" if cal else "none (float)"),
+        ("SQNR / cosine", f"{v['sqnr_db']:.2f} dB / {v['cosine']:.5f}"),
+        ("max abs / top-1 agree", f"{v['max_abs_error']:.4g} / {v['top1_agreement']:.0%} of {v['samples']}"),
+        ("ops delegated", f"{ops['delegated_ops']} in {ops['delegate_calls']} calls; "
+                          f"{ops['non_delegated_ops']} outside"),
+        ("memory (est.)", f"{m['memory']['total_bytes'] / 2**20:.1f} MB of {m['memory']['budget_bytes'] / 2**20:.0f} MB"),
+        ("compile time", f"{m['compile_seconds']} s"),
+    ]
+    for k, val in rows:
+        table.add_row(k, val)
+    out.print(table)
+    out.print(f"manifest: {result.out_dir / 'manifest.json'}")
