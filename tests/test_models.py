@@ -9,6 +9,9 @@ from edgevit.models import create_model, deploy, get_model_spec, list_models
 # The full zoo at 224 is too slow for CI on 2 cores; each family's smallest variant runs the
 # numeric checks at full resolution, every variant runs the key-layout check (cheap, meta device).
 SMALLEST = ["efficientformer_l1", "efficientformerv2_s0", "tiny_vit_5m_224", "shvit_s1"]
+# edgevit's own 64-px, 10-class variants (edgevit/models/micro.py): no timm counterpart to compare with.
+MICRO = [n for n in list_models() if n.endswith("_micro")]
+TIMM_NAMES = [n for n in list_models() if n not in MICRO]
 
 
 def _input(name: str, batch: int = 2) -> torch.Tensor:
@@ -16,7 +19,7 @@ def _input(name: str, batch: int = 2) -> torch.Tensor:
     return torch.randn(batch, *get_model_spec(name).input_size, generator=g)
 
 
-@pytest.mark.parametrize("name", list_models())
+@pytest.mark.parametrize("name", TIMM_NAMES)
 def test_state_dict_layout_matches_timm(name, timm):
     spec = get_model_spec(name)
     with torch.device("meta"):
@@ -42,7 +45,7 @@ def test_logits_match_timm(name, timm):
         torch.testing.assert_close(ours(x), ref(x), rtol=1e-4, atol=1e-4)
 
 
-@pytest.mark.parametrize("name", SMALLEST)
+@pytest.mark.parametrize("name", SMALLEST + MICRO)
 def test_deploy_form_matches_training_form(name):
     torch.manual_seed(0)
     model = create_model(name).eval()
@@ -53,6 +56,12 @@ def test_deploy_form_matches_training_form(name):
         ref, out = model(x), fused(x)
     torch.testing.assert_close(out, ref, rtol=1e-4, atol=1e-4)
     assert not any(isinstance(m, torch.nn.modules.batchnorm._BatchNorm) for m in fused.modules())
+    assert out.shape == (2, get_model_spec(name).num_classes)
+
+
+def test_every_family_has_a_micro_variant():
+    families = {get_model_spec(n).family for n in TIMM_NAMES}
+    assert {get_model_spec(n).family for n in MICRO} == families
 
 
 def _randomize_batchnorm(model: torch.nn.Module) -> None:

@@ -49,7 +49,7 @@ def progress_display(enabled: bool = True):
     """Rich progress on stderr; with ``enabled=False`` (--json) none, and stray library prints go to
     stderr too, so that stdout carries nothing but the JSON document."""
     if not enabled:
-        from .compile import SilentProgress
+        from ..compile import SilentProgress
         with contextlib.redirect_stdout(sys.stderr):
             yield SilentProgress()
         return

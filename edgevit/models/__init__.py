@@ -15,7 +15,7 @@ from ._deploy import deploy, is_deployed
 from ._registry import ModelSpec, get_model_spec, list_models, register_model
 
 # Importing the family modules registers their variants.
-from . import efficientformer, efficientformer_v2, shvit, tiny_vit  # noqa: F401,E402
+from . import efficientformer, efficientformer_v2, micro, shvit, tiny_vit  # noqa: F401,E402
 
 __all__ = ["create_model", "deploy", "is_deployed", "get_model_spec", "list_models", "register_model",
            "ModelSpec"]
