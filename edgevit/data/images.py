@@ -141,3 +141,51 @@ def synthetic_images(preprocess: Preprocess, count: int, seed: int = 0, alpha: f
     hi = images.amax(dim=(1, 2, 3), keepdim=True)
     images = (images - lo) / (hi - lo)
     return CalibrationSet(preprocess.normalise(images), f"synthetic:pink-noise(seed={seed})", [])
+
+
+@dataclass
+class LabelledSet:
+    """Preprocessed images with integer labels, from a folder of class subfolders (ImageNet layout)."""
+
+    inputs: torch.Tensor   # (N, 3, H, W), normalised
+    labels: torch.Tensor   # (N,) int64, index into ``classes``
+    classes: list[str]     # subfolder names, sorted (the label order a model trained on them uses)
+    source: str
+
+    def __len__(self) -> int:
+        return self.labels.shape[0]
+
+
+def load_labelled_folder(folder: str | Path, preprocess: Preprocess, limit: int | None = None) -> LabelledSet:
+    """``folder/CLASS/*.png`` -> inputs and labels; classes are the sorted subfolder names.
+
+    ``limit`` takes an evenly spread subset (every k-th image), so a small limit still covers every class.
+    """
+    folder = Path(folder).expanduser()
+    if not folder.is_dir():
+        raise DataError(f"Labelled folder {folder} does not exist or is not a directory.")
+    classes = sorted(p.name for p in folder.iterdir() if p.is_dir() and not p.name.startswith("."))
+    if not classes:
+        raise DataError(f"Labelled folder {folder} has no class subfolders: put each class's images in "
+                        f"{folder}/<class name>/ (the ImageNet/ImageFolder layout).")
+    items = []
+    for index, name in enumerate(classes):
+        try:
+            items += [(path, index) for path in find_images(folder / name)]
+        except DataError:
+            continue  # an empty class folder is allowed; a folder with no images at all is not (below)
+    if not items:
+        raise DataError(f"Labelled folder {folder} has class subfolders ({', '.join(classes[:5])}...) but "
+                        "no images in them.")
+    if limit is not None and limit < len(items):
+        step = len(items) / limit
+        items = [items[int(i * step)] for i in range(limit)]
+    tensors = []
+    for path, _ in items:
+        try:
+            with Image.open(path) as image:
+                tensors.append(preprocess(image))
+        except (UnidentifiedImageError, OSError, ValueError) as e:
+            raise DataError(f"Image {path} cannot be decoded ({e}); remove or replace it.") from None
+    labels = torch.tensor([label for _, label in items], dtype=torch.long)
+    return LabelledSet(torch.stack(tensors), labels, classes, str(folder))
