@@ -52,7 +52,10 @@ def test_zoo_model_end_to_end(tmp_path, name, precision):
                                           input_shape="1,3,64,64", num_calib=8, num_verify=4, output_root=tmp_path))
     m = result.manifest
     assert result.out_dir == tmp_path / f"{name}-pixel8"
-    assert sorted(p.name for p in result.out_dir.iterdir()) == ["manifest.json", "model.pte", "report.md"]
+    assert sorted(p.name for p in result.out_dir.iterdir()) == ["etrecord.bin", "manifest.json", "model.pte",
+                                                                 "report.md"]
+    etrecord_size = (result.out_dir / "etrecord.bin").stat().st_size
+    assert m["artifact"]["sidecars"] == {"etrecord.bin": {"size_bytes": etrecord_size}} and etrecord_size > 0
     assert json.loads((result.out_dir / "manifest.json").read_text()) == m
     assert m["precision"] == precision and m["backend"]["name"] == "executorch"
     if precision == "int8":

@@ -47,6 +47,7 @@ class LoweredArtifact:
     suffix: str
     ops: OpSummary
     details: dict = field(default_factory=dict)  # backend-specific manifest fields
+    sidecars: dict[str, bytes] = field(default_factory=dict)  # files written next to it (etrecord.bin)
 
 
 class Backend(abc.ABC):

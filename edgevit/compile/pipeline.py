@@ -196,7 +196,8 @@ def compile_model(opts: CompileOptions, progress: StageProgress | None = None) -
         "ops": lowered.ops.as_dict(),
         "memory": {**memory.as_dict(), "budget_bytes": budget},
         "artifact": {"file": artifact_name, "size_bytes": len(lowered.data),
-                     "sha256": hashlib.sha256(lowered.data).hexdigest()},
+                     "sha256": hashlib.sha256(lowered.data).hexdigest(),
+                     "sidecars": {name: {"size_bytes": len(blob)} for name, blob in lowered.sidecars.items()}},
         "inputs": [{"name": "pixel_values", "shape": list(resolved.input_shape), "dtype": "float32"}],
         "outputs": [{"name": "logits", "shape": [resolved.input_shape[0], resolved.spec.num_classes]
                      if resolved.spec else None, "dtype": "float32"}],
@@ -212,6 +213,8 @@ def compile_model(opts: CompileOptions, progress: StageProgress | None = None) -
             "images (--calib), try another precision, or relax --min-sqnr/--min-cosine.")
     with atomic_directory(out_dir) as tmp:
         (tmp / artifact_name).write_bytes(lowered.data)
+        for name, blob in lowered.sidecars.items():  # e.g. etrecord.bin, for `edgevit profile`
+            (tmp / name).write_bytes(blob)
         atomic_write_json(tmp / "manifest.json", manifest)
         atomic_write_text(tmp / "report.md", render_report(manifest))
     return CompileResult(out_dir=out_dir, artifact=out_dir / artifact_name, manifest=manifest)

@@ -1,6 +1,7 @@
 """ExecuTorch + XNNPACK: torch.export -> (PT2E int8) -> to_edge_transform_and_lower -> .pte."""
 from __future__ import annotations
 
+import tempfile
 from collections import Counter
 from pathlib import Path
 
@@ -48,6 +49,13 @@ def summarize_ops(edge_program) -> OpSummary:
     return summary
 
 
+def _etrecord_bytes(program) -> bytes:
+    with tempfile.TemporaryDirectory() as tmp:
+        path = Path(tmp) / "etrecord.bin"
+        program.get_etrecord().save(str(path))
+        return path.read_bytes()
+
+
 @register_backend
 class ExecuTorchBackend(Backend):
     name = "executorch"
@@ -69,11 +77,14 @@ class ExecuTorchBackend(Backend):
         with progress.stage("torch.export"):
             exported = torch.export.export(model, (example,))
         with progress.stage("lowering to XNNPACK"):
-            edge = to_edge_transform_and_lower(exported, partitioner=[XnnpackPartitioner()])
+            # The ETRecord ties profile events (debug handles) back to model modules: `edgevit profile`.
+            edge = to_edge_transform_and_lower(exported, partitioner=[XnnpackPartitioner()],
+                                               generate_etrecord=True)
             ops = summarize_ops(edge.exported_program())
         with progress.stage("serializing .pte"):
             program = edge.to_executorch()
             data = program.buffer
+            etrecord = _etrecord_bytes(program)
             plan = program.executorch_program.execution_plan[0]
             # Memory the runtime plans for activations outside the delegate (bytes per arena).
             planned = [int(b) for b in plan.non_const_buffer_sizes]
@@ -81,7 +92,8 @@ class ExecuTorchBackend(Backend):
                    "quantization": {"int8": "PT2E XNNPACKQuantizer: static int8, per-channel symmetric weights, "
                                             "per-tensor affine activations, histogram observers",
                                     "fp16": "half-precision graph, float32 I/O"}.get(precision)}
-        return LoweredArtifact(data=data, suffix=self.suffix, ops=ops, details=details)
+        return LoweredArtifact(data=data, suffix=self.suffix, ops=ops, details=details,
+                               sidecars={"etrecord.bin": etrecord})
 
     def load(self, artifact: bytes | Path, threads: int = 1):
         return load_program(artifact, threads)
