@@ -10,7 +10,8 @@ from pathlib import Path
 
 from .errors import EdgevitError
 
-__all__ = ["ensure_writable_dir", "atomic_directory", "atomic_write_bytes", "atomic_write_text", "atomic_write_json"]
+__all__ = ["ensure_writable_dir", "atomic_directory", "atomic_write_bytes", "atomic_write_text", "atomic_write_json",
+           "atomic_create_bytes"]
 
 
 def _umask() -> int:
@@ -86,3 +87,21 @@ def atomic_directory(final: str | Path):
     os.replace(tmp, final)
     if old is not None:
         shutil.rmtree(old, ignore_errors=True)
+
+
+def atomic_create_bytes(path: str | Path, data: bytes) -> Path:
+    """Like :func:`atomic_write_bytes`, but never replaces: FileExistsError if ``path`` exists."""
+    path = Path(path)
+    parent = _writable_parent(path)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=parent)
+    try:
+        with os.fdopen(fd, "wb") as f:
+            f.write(data)
+            f.flush()
+            os.fsync(f.fileno())
+        os.chmod(tmp, _FILE_MODE)
+        os.link(tmp, path)  # atomic and exclusive: fails if the name is taken
+    finally:
+        with contextlib.suppress(OSError):
+            os.unlink(tmp)
+    return path

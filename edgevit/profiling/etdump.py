@@ -91,8 +91,9 @@ def _handle_modules(etrecord) -> dict[int, tuple[str, str]]:
     mapping = {}
     for node in program.graph_module.graph.nodes:
         handle, stack = node.meta.get("debug_handle"), node.meta.get("nn_module_stack")
-        if isinstance(handle, int) and stack:
-            mapping[handle] = tuple(list(stack.values())[-1])
+        path, cls = list(stack.values())[-1] if stack else ("", "")
+        if isinstance(handle, int) and path:  # quantize/dequantize nodes name only the root: no module
+            mapping[handle] = (path, cls)
     return mapping
 
 
@@ -161,15 +162,16 @@ def parse_etdump(data: bytes, *, warmup: int = 0, etrecord=None, pte: bytes | No
         if delegates:
             mapping = "ETRecord debug handles (kernels); XNNPACK ops aligned to the .pte's XNNPACK nodes"
 
-    rows = []
+    rows, previous = [], (None, None)
     for e in execute_events:
         if e.name == _DELEGATE_CALL:
+            previous = (None, None)
             continue
         times = _times(e, warmup)
         if not times:
             continue
-        if e.is_delegated_op:
-            module, module_type = handle_modules.get(op_handles.get(id(e)), (None, None))
+        if e.is_delegated_op:  # an op without a module of its own (a requantize) joins the op before it
+            module, module_type = previous = handle_modules.get(op_handles.get(id(e)), previous)
         else:
             module, module_type = _kernel_module(e)
         rows.append(OpRow(name=e.name, op_type=e.name.rsplit(" #", 1)[0], delegate=e.delegate_backend_name,

@@ -6,7 +6,7 @@
 so a host drives either one the same way and reads the same ETDump back. Like ``executor_runner`` it has no
 warm-up flag: the host asks for ``warmup + runs`` executions and drops the first ``warmup`` ``Method::execute``
 events when it parses the ETDump (``edgevit.profiling.etdump``). What only this runner knows (wall-clock
-per execution, peak RSS from VmHWM, load time) it prints as one stdout line ``EDGEVIT_RESULT {json}``.
+per execution, peak memory as VmHWM growth over the RSS before loading) it prints as one stdout line ``EDGEVIT_RESULT {json}``.
 """
 from __future__ import annotations
 
@@ -70,8 +70,9 @@ def run_pte(data: bytes, *, runs: int, warmup: int, threads: int, method: str = 
     """Run ``data`` (a .pte) ``warmup + runs`` times with ETDump on, in this process.
 
     ``times_ms`` holds the wall clock of the timed executions only; the ETDump holds every execution
-    (the parser skips the first ``warmup``). ``peak_memory_bytes`` is VmHWM after loading and running,
-    measured from a reset taken just before loading (Linux), so imports do not count.
+    (the parser skips the first ``warmup``). ``peak_memory_bytes`` is VmHWM after loading and running
+    minus VmRSS just before loading, with the high-water mark reset there (Linux): what this model adds,
+    not the interpreter and torch imports.
     """
     from executorch.extension.pybindings import portable_lib
 
@@ -98,11 +99,13 @@ def run_pte(data: bytes, *, runs: int, warmup: int, threads: int, method: str = 
         module.write_etdump_result_to_file(path)
         etdump = Path(path).read_bytes()
     del module  # the module points into ``data``; it goes first
+    known = peak_kib is not None and baseline_kib is not None
     return DeviceRun(
         etdump=etdump, times_ms=times, load_ms=None,  # load/init come from the ETDump's own events
-        peak_memory_bytes=peak_kib * 1024 if peak_kib is not None else None,
+        peak_memory_bytes=(peak_kib - baseline_kib) * 1024 if known else None,  # what this model added
         device_info={"runner": "edgevit.profiling.runner", "threads": threads,
-                     "baseline_rss_bytes": baseline_kib * 1024 if baseline_kib is not None else None,
+                     "peak_rss_bytes": peak_kib * 1024 if known else None,
+                     "baseline_rss_bytes": baseline_kib * 1024 if known else None,
                      "first_execution_ms": round(first_ms, 3)})
 
 
@@ -138,7 +141,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"Failed to run {args.model_path}: {e}", file=sys.stderr)
         return 1
     Path(args.etdump_path).write_bytes(run.etdump)
-    record = {"times_ms": [round(t, 4) for t in run.times_ms], "peak_rss_bytes": run.peak_memory_bytes,
+    record = {"times_ms": [round(t, 4) for t in run.times_ms], "peak_memory_bytes": run.peak_memory_bytes,
               **{k: v for k, v in run.device_info.items() if k != "runner"}}
     print(RESULT_PREFIX + json.dumps(record), flush=True)
     return 0

@@ -6,8 +6,9 @@ ExecuTorch records no debug handle for them (the ETRecord's delegate map is empt
 maps debug handles to ``nn_module_stack``. What is left is to pair runtime operators with serialized
 nodes: XNNPACK creates one operator per node in node order, except that it fuses some (a squared
 difference into "Mean Squared", a 1x1 convolution becomes "Fully Connected"). So the two sequences are
-aligned on a coarse operator kind (an LCS, as ``difflib`` does), and an unpaired operator takes the
-handle of the operator before it. Inserted layout transposes (handle 65535) do the same.
+aligned on a coarse operator kind (an LCS, as ``difflib`` does); equally long gaps between matched runs
+are paired by position (int8 GELU is named "Invalid Unary Op"); an operator left unpaired, and the layout
+transposes ExecuTorch inserts (handle 65535), take the handle of the operator before them.
 """
 from __future__ import annotations
 
@@ -84,12 +85,16 @@ def align_operators(operator_names: list[str], nodes: list[tuple[str, int]]) -> 
     """A debug handle per runtime operator (in execution order); None before any handle is known."""
     ops = [operator_kind(n) for n in operator_names]
     kinds = [k for k, _ in nodes]
-    paired: dict[int, int] = {}
+    pairs: list[tuple[int, int]] = []
+    a_end = b_end = 0
     for block in SequenceMatcher(None, ops, kinds, autojunk=False).get_matching_blocks():
-        for i in range(block.size):
-            handle = nodes[block.b + i][1]
-            if handle != NO_HANDLE:
-                paired[block.a + i] = handle
+        # Between two matched runs, equally long gaps are one-for-one substitutions (XNNPACK calls int8 GELU
+        # "Invalid Unary Op"): pair them by position.
+        if block.a - a_end == block.b - b_end:
+            pairs += [(a_end + k, b_end + k) for k in range(block.a - a_end)]
+        pairs += [(block.a + k, block.b + k) for k in range(block.size)]
+        a_end, b_end = block.a + block.size, block.b + block.size
+    paired = {a: nodes[b][1] for a, b in pairs if nodes[b][1] != NO_HANDLE}
     handles, last = [], None
     for i in range(len(ops)):
         last = paired.get(i, last)
