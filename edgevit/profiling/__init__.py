@@ -1,4 +1,14 @@
-"""Measuring artifacts: ``bench`` (every backend x precision side by side on this machine)."""
-from .bench import BenchOptions, BenchRow, run_bench
+"""Measuring artifacts: ``bench`` (every backend x precision side by side on this machine) and ``profile``
+(per-op profiles on a device, see ``profile.py``).
 
+Imports are lazy: the device-side runner (``python -m edgevit.profiling.runner``) must start without
+torch.export, the backends or the compile pipeline.
+"""
 __all__ = ["BenchOptions", "BenchRow", "run_bench"]
+
+
+def __getattr__(name: str):
+    if name in __all__:
+        from . import bench
+        return getattr(bench, name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
