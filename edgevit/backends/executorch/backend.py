@@ -50,9 +50,13 @@ def summarize_ops(edge_program) -> OpSummary:
 
 
 def _etrecord_bytes(program) -> bytes:
+    """The ETRecord without the pre-lowering exported program: profiles need only the edge program's debug
+    handles and module stacks, and its fp32 weights made the file 5x the .pte (76 vs 12 MB for L1 int8)."""
+    etrecord = program.get_etrecord()
+    etrecord.exported_program = etrecord.export_graph_id = None
     with tempfile.TemporaryDirectory() as tmp:
         path = Path(tmp) / "etrecord.bin"
-        program.get_etrecord().save(str(path))
+        etrecord.save(str(path))
         return path.read_bytes()
 
 
