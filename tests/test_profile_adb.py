@@ -118,6 +118,16 @@ def test_shell_returns_the_exit_status(phone):
     assert result.returncode == 3 and result.output.split() == ["to-stdout", "to-stderr"]
 
 
+def test_a_hanging_command_times_out_and_stops_on_the_device(phone):
+    client = AdbClient(phone.address, timeout=1.5)
+    with pytest.raises(AdbError, match="took longer than 2 s"):
+        client.shell("sleep 60")
+    deadline = time.monotonic() + 10  # the killed client closes the stream; the device kills the command
+    while time.monotonic() < deadline and phone.running():
+        time.sleep(0.1)
+    assert phone.running() == 0
+
+
 def test_checksummed_protocol_push_pull_roundtrip(adb_server, tmp_path):
     """Protocol 0x01000000: the adb server and the device checksum every payload; a 3 MB file crosses
     several WRTE messages and 64 KiB sync DATA chunks each way."""

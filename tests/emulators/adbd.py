@@ -290,6 +290,10 @@ class EmulatedAdbDevice:
     def cpu_max_khz(self) -> list[int]:
         return [khz for count, khz in self.clusters for _ in range(count)]
 
+    def running(self) -> int:
+        """Shell commands still running on the device."""
+        return sum(1 for proc in list(self._procs) if proc.poll() is None)
+
     def taskset_calls(self) -> list[dict]:
         log = self.state_dir / "taskset.log"
         return [json.loads(line) for line in log.read_text().splitlines()] if log.exists() else []
