@@ -6,9 +6,10 @@ ExecuTorch records no debug handle for them (the ETRecord's delegate map is empt
 maps debug handles to ``nn_module_stack``. What is left is to pair runtime operators with serialized
 nodes: XNNPACK creates one operator per node in node order, except that it fuses some (a squared
 difference into "Mean Squared", a 1x1 convolution becomes "Fully Connected"). So the two sequences are
-aligned on a coarse operator kind (an LCS, as ``difflib`` does); equally long gaps between matched runs
-are paired by position (int8 GELU is named "Invalid Unary Op"); an operator left unpaired, and the layout
-transposes ExecuTorch inserts (handle 65535), take the handle of the operator before them.
+aligned on a coarse operator kind (an LCS, as ``difflib`` does); the gaps between matched runs are paired
+by position when their lengths agree, with or without the convert/transpose/reshape nodes XNNPACK fuses
+(int8 GELU runs as one "Invalid Unary Op" made of convert -> GELU -> convert); an operator left unpaired,
+and the layout transposes ExecuTorch inserts (handle 65535), take the handle of the operator before them.
 """
 from __future__ import annotations
 
@@ -81,6 +82,20 @@ def xnnpack_delegate_nodes(pte: bytes) -> list[list[tuple[str, int]]]:
     return result
 
 
+_GLUE = {"convert", "transpose", "reshape", "copy"}  # kinds XNNPACK folds into a neighbour
+
+
+def _pair_gap(ops: list[str], kinds: list[str], a: range, b: range) -> list[tuple[int, int]]:
+    """Pair the unmatched operators between two matched runs with the unmatched nodes there, by position,
+    when the counts agree (XNNPACK names int8 GELU "Invalid Unary Op"), also after dropping the glue
+    nodes it fuses away (convert -> GELU -> convert becomes that one operator)."""
+    if len(a) == len(b):
+        return list(zip(a, b))
+    a_core = [i for i in a if ops[i] not in _GLUE]
+    b_core = [j for j in b if kinds[j] not in _GLUE]
+    return list(zip(a_core, b_core)) if len(a_core) == len(b_core) else []
+
+
 def align_operators(operator_names: list[str], nodes: list[tuple[str, int]]) -> list[int | None]:
     """A debug handle per runtime operator (in execution order); None before any handle is known."""
     ops = [operator_kind(n) for n in operator_names]
@@ -88,10 +103,7 @@ def align_operators(operator_names: list[str], nodes: list[tuple[str, int]]) -> 
     pairs: list[tuple[int, int]] = []
     a_end = b_end = 0
     for block in SequenceMatcher(None, ops, kinds, autojunk=False).get_matching_blocks():
-        # Between two matched runs, equally long gaps are one-for-one substitutions (XNNPACK calls int8 GELU
-        # "Invalid Unary Op"): pair them by position.
-        if block.a - a_end == block.b - b_end:
-            pairs += [(a_end + k, b_end + k) for k in range(block.a - a_end)]
+        pairs += _pair_gap(ops, kinds, range(a_end, block.a), range(b_end, block.b))
         pairs += [(block.a + k, block.b + k) for k in range(block.size)]
         a_end, b_end = block.a + block.size, block.b + block.size
     paired = {a: nodes[b][1] for a, b in pairs if nodes[b][1] != NO_HANDLE}
