@@ -20,7 +20,8 @@ from pathlib import Path
 import pytest
 
 from edgevit.cli import main
-from edgevit.devices.serial import ArtifactFormat, Damaged, Frame, FrameDecoder, PortError, SerialHost, encode
+from edgevit.devices.serial import (AgentError, ArtifactFormat, Damaged, Frame, FrameDecoder, PortError, SerialHost,
+                                    encode)
 from edgevit.devices.serial.frames import crc16, crc32
 from edgevit.devices.serial.messages import Msg, ProtocolError, pack, unpack
 from edgevit.errors import EdgevitError
@@ -216,6 +217,14 @@ def test_profile_over_serial_end_to_end(artifact, line, tmp_path, capsys):
         assert report["ops"] and any(op["module"] for op in report["ops"])
         assert Path(report["files"]["json"]).parent == artifact / "profiles"
         assert "run done" in agent.log
+
+        # Requests the agent refuses come back as ERROR, shown with the agent's reason; nothing hangs.
+        with SerialHost(line.host_port, timeout=0.5) as host:
+            with pytest.raises(AgentError, match=r"speaks protocol versions 1-1; the host offered 2-3"):
+                host.request(Msg.HELLO, pack(Msg.HELLO, 2, 3, 4096), {Msg.INFO}, what="HELLO")
+            host.hello()
+            with pytest.raises(AgentError, match="refused RUN: no artifact with sha256 0000.*NOT_UPLOADED"):
+                host.run(bytes(32), runs=1, warmup=0, threads=1)
 
         # The agent holds its port exclusively: a second opener gets a clear "busy".
         with pytest.raises(PortError, match="is busy"):
