@@ -42,7 +42,7 @@ def profile_cmd(artifact_dir: Path, via: str, runs: int, warmup: int, threads: i
               f"load {load}; peak memory {peak}; ops sum {report['ops_total_ms']:.3f} ms")
     for title, groups in (("operator types", report["op_types"]), ("modules", report["modules"])):
         table = Table(title=f"top {title}")
-        for col in (title[:-1], "ops", "ms / run", "share"):
+        for col in (title[:-1], "ops", "median ms", "share"):
             table.add_column(col, justify="left" if col == title[:-1] else "right")
         for g in groups[:12]:
             table.add_row(g["name"], str(g["ops"]), f"{g['ms']:.3f}", f"{g['share']:.1%}")

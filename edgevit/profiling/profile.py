@@ -127,10 +127,10 @@ def _pte_rows(run: DeviceRun, artifact: Path, folder: Path, warmup: int, notes: 
     notes.extend(parsed.notes)
     n = len(parsed.times_ms)
     rows = [{"name": r.name, "op_type": r.op_type, "delegate": r.delegate, "module": r.module,
-             "module_type": r.module_type, "ms": r.total_ms / n, "median_ms": r.median_ms} for r in parsed.ops]
+             "module_type": r.module_type, "ms": r.median_ms, "mean_ms": r.total_ms / n} for r in parsed.ops]
     extra = {"timing_source": "ETDump Method::execute events",
              "op_timing": "ETDump per-op events: XNNPACK's profiler inside the delegate (whole microseconds), "
-                          "kernel events outside it; ms = mean per execution",
+                          "kernel events outside it; ms = median over the timed runs (robust to a busy machine)",
              "module_mapping": parsed.module_mapping, "init_ms": parsed.init_ms,
              "delegate_calls": [{**d, "mean_ms": d["total_ms"] / d["calls"] if d["calls"] else None}
                                 for d in parsed.delegate_calls],
@@ -147,7 +147,7 @@ def _tflite_rows(run: DeviceRun, notes: list[str]):
     for r in run.op_profile:
         if r.get("median_ms") is not None:
             rows.append({"name": r["name"], "op_type": r["op_type"], "delegate": None, "module": r.get("module"),
-                         "module_type": None, "ms": r["median_ms"], "median_ms": r["median_ms"]})
+                         "module_type": None, "ms": r["median_ms"]})
     if failed:
         notes.append(f"{len(failed)} operator(s) could not run alone and have no time: "
                      + ", ".join(f"{r['name']} ({r['error']})" for r in failed[:5]))
@@ -202,11 +202,11 @@ def profile_artifact(opts: ProfileOptions, progress=None) -> dict:
             times, load_ms, rows, extra = _tflite_rows(run, notes)
     wall = _summary(times)
     for r in rows:
-        r["share"] = r["ms"] / wall["mean"] if wall["mean"] else None
+        r["share"] = r["ms"] / wall["median"] if wall["median"] else None
     op_types = _aggregate(rows, lambda r: r["op_type"])
     modules = _aggregate(rows, lambda r: module_group(r["module"]))
     for group in (*op_types, *modules):
-        group["share"] = group["ms"] / wall["mean"] if wall["mean"] else None
+        group["share"] = group["ms"] / wall["median"] if wall["median"] else None
     report = {
         "profile_version": PROFILE_VERSION,
         "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(started)),

@@ -49,14 +49,14 @@ def render_markdown(r: dict) -> str:
              f"| {w['min']:.3f} | {w['median']:.3f} | {w['p90']:.3f} | {w['mean']:.3f} | {_ms(r['load_ms'])} | "
              f"{_mb(r['peak_memory_bytes'])} | {r['ops_total_ms']:.3f} |", "",
              f"Execution time: {r['timing_source']}. Per-op time: {r['op_timing']}.", "",
-             f"## Top {TOP} operator types", "", "| operator | ops | ms / run | share |", "|---|---:|---:|---:|"]
+             f"## Top {TOP} operator types", "", "| operator | ops | ms / run (median) | share |", "|---|---:|---:|---:|"]
     for g in r["op_types"][:TOP]:
         lines.append(f"| {g['name']} | {g['ops']} | {g['ms']:.3f} | {g['share']:.1%} |")
     lines += ["", f"## By module (depth {r['module_depth']}; mapping: {r['module_mapping']})", "",
-              "| module | ops | ms / run | share | top ops |", "|---|---:|---:|---:|---|"]
+              "| module | ops | ms / run (median) | share | top ops |", "|---|---:|---:|---:|---|"]
     for g in r["modules"][:TOP * 2]:
         ops = sorted((o for o in r["ops"] if _group_of(o, r) == g["name"]), key=lambda o: -o["ms"])[:3]
-        top = "; ".join(f"{o['op_type']} {o['ms']:.3f}" for o in ops)
+        top = "; ".join(f"{_leaf(o, g['name'])}{o['op_type'].split(' (')[0]} {o['ms']:.3f}" for o in ops)
         lines.append(f"| {g['name']} | {g['ops']} | {g['ms']:.3f} | {g['share']:.1%} | {top} |")
     if r.get("delegate_calls"):
         lines += ["", "## Delegate calls", "", "| # | backend | ops | calls | median ms | mean ms |",
@@ -69,6 +69,12 @@ def render_markdown(r: dict) -> str:
     if r["notes"]:
         lines += ["", "## Notes", ""] + [f"- {n}" for n in r["notes"]]
     return "\n".join(lines) + "\n"
+
+
+def _leaf(op: dict, group: str) -> str:
+    """The op's module below its group ("mlp.fc1"), as a prefix for the op type."""
+    rest = (op["module"] or "")[len(group) + 1:]
+    return f"{rest}: " if rest else ""
 
 
 def _group_of(op: dict, r: dict) -> str:
