@@ -40,7 +40,7 @@ class ProfileOptions:
     target_kwargs: dict = field(default_factory=dict)  # serial_id/runner (adb), port/baud (serial)
 
 
-class _Silent:
+class _Silent:  # compile.SilentProgress, without importing the compile pipeline
     @contextlib.contextmanager
     def stage(self, description: str, total: int | None = None):
         yield lambda n=1: None
@@ -96,7 +96,7 @@ def check_device(manifest: dict, device_info: dict, force: bool) -> str | None:
     message = (f"The artifact was compiled for '{name}' ({display}) but the device is '{found}'. Its kernels, "
                f"threads and memory budget were chosen for '{name}'.")
     if not force:
-        raise EdgevitError(message + f" Compile for this device (`edgevit compile MODEL --device ...`), or pass "
+        raise EdgevitError(message + " Compile for this device (`edgevit compile MODEL --device ...`), or pass "
                            "--force to profile it anyway.")
     return message + " Profiled anyway (--force)."
 

@@ -20,7 +20,8 @@ __all__ = ["LocalTarget"]
 
 def _run_child(args: list[str], what: str, timeout: float) -> str:
     try:
-        done = subprocess.run([sys.executable, "-m", *args], capture_output=True, text=True, timeout=timeout)
+        done = subprocess.run([sys.executable, "-m", *args], capture_output=True, text=True, timeout=timeout,
+                              check=False)
     except subprocess.TimeoutExpired:
         raise EdgevitError(f"Profiling {what} here took longer than {timeout:.0f} s and was stopped; "
                            "lower --runs or check the machine's load.") from None
