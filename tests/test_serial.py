@@ -218,6 +218,20 @@ def test_profile_over_serial_end_to_end(artifact, line, tmp_path, capsys):
         assert Path(report["files"]["json"]).parent == artifact / "profiles"
         assert "run done" in agent.log
 
+        # An agent that is another device refuses the artifact before anything is uploaded.
+        uploads_before = sorted(p.name for p in (tmp_path / "agent").rglob("*") if p.is_file())
+        manifest_path = artifact / "manifest.json"
+        original = manifest_path.read_text()
+        try:
+            manifest = json.loads(original)
+            manifest["device"]["name"] = "pixel8"
+            manifest_path.write_text(json.dumps(manifest))
+            code = main(["profile", str(artifact), "--via", "serial", "--port", line.host_port, "--runs", "1"])
+        finally:
+            manifest_path.write_text(original)
+        assert code == 2 and "compiled for 'pixel8'" in capsys.readouterr().err
+        assert sorted(p.name for p in (tmp_path / "agent").rglob("*") if p.is_file()) == uploads_before
+
         # Requests the agent refuses come back as ERROR, shown with the agent's reason; nothing hangs.
         with SerialHost(line.host_port, timeout=0.5) as host:
             with pytest.raises(AgentError, match=r"speaks protocol versions 1-1; the host offered 2-3"):

@@ -189,12 +189,14 @@ def profile_artifact(opts: ProfileOptions, progress=None) -> dict:
     check_writable(folder / "profiles")  # before the slow run
     _load_targets()
     target = get_target_class(opts.via)(**opts.target_kwargs)
+    with progress.stage(f"asking the device ({opts.via}) what it is"):
+        identity = target.identify()
+    forced = check_device(manifest, identity, opts.force)  # before the upload and the run
     started = time.time()
     run = target.run(artifact, runs=opts.runs, warmup=opts.warmup, threads=opts.threads, progress=progress)
-    notes = []
-    forced = check_device(manifest, run.device_info, opts.force)
-    if forced:
-        notes.append(forced)
+    if not identity:
+        forced = check_device(manifest, run.device_info, opts.force)
+    notes = [forced] if forced else []
     with progress.stage("parsing the profile"):
         if artifact.suffix == ".pte":
             times, load_ms, rows, extra = _pte_rows(run, artifact, folder, opts.warmup, notes)

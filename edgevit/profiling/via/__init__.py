@@ -38,6 +38,11 @@ class Target(abc.ABC):
     def run(self, artifact: Path, *, runs: int, warmup: int, threads: int, progress) -> DeviceRun:
         """Run ``artifact`` (.pte or .tflite) ``warmup + runs`` times on the device with profiling on."""
 
+    def identify(self) -> dict:
+        """What the device says it is (``profile`` and/or ``model``), asked before anything is uploaded so an
+        artifact built for another device is refused without a wasted run. Empty: it does not say."""
+        return {}
+
     def describe(self) -> dict:
         """The device and link as recorded in the profile JSON (serial id, port, model, ...)."""
         return {"via": self.name}
@@ -53,7 +58,7 @@ def register_target(cls: type[Target]) -> type[Target]:
 
 def get_target_class(name: str) -> type[Target]:
     if name not in _TARGETS:
-        raise UnknownNameError("profiling target (--via)", name, _TARGETS)
+        raise UnknownNameError("--via target", name, _TARGETS)
     return _TARGETS[name]
 
 

@@ -88,9 +88,13 @@ class AdbTarget(Target):
 
         record = parse_result_line(result.output) or {}  # edgevit's runner says more; executor_runner does not
         return DeviceRun(etdump=etdump, times_ms=record.get("times_ms", [])[warmup:],
-                         peak_memory_bytes=record.get("peak_rss_bytes"),
+                         peak_memory_bytes=record.get("peak_memory_bytes"),  # what the model adds
                          device_info={**info, "threads": threads, "runner": runner, "command": command},
                          log=log[-4000:])
+
+    def identify(self) -> dict:
+        client = AdbClient(self.serial_id)
+        return self._probe(client, threads=1)
 
     def describe(self) -> dict:
         return {"via": self.name, "serial": self._serial or self.serial_id, "adb": AdbClient.version()}

@@ -73,5 +73,11 @@ class SerialTarget(Target):
                          peak_memory_bytes=record.get("peak_memory_bytes"), device_info=device_info,
                          log=record.get("log", ""))
 
+    def identify(self) -> dict:
+        with SerialHost(self.port, self.baud, **self.options) as host:
+            info = host.hello()
+            host.bye()
+        return {"profile": info.get("device")}
+
     def describe(self) -> dict:
         return {"via": self.name, "port": self.port, "baud": self.baud, "link": self.link}
