@@ -56,11 +56,15 @@ class Backend(abc.ABC):
     name: ClassVar[str]
     suffix: ClassVar[str]
     precisions: ClassVar[tuple[str, ...]]
+    takes_recipe: ClassVar[bool] = False   # int8 follows a QuantRecipe (observer, ViT steps, fp32 layers)
 
     @abc.abstractmethod
     def lower(self, model: nn.Module, example: torch.Tensor, precision: str,
-              calibration: torch.Tensor | None, progress: "StageProgress") -> LoweredArtifact:
-        """Quantize (if asked) and lower ``model`` (deploy form, eval) at the static shape of ``example``."""
+              calibration: torch.Tensor | None, progress: "StageProgress", recipe=None) -> LoweredArtifact:
+        """Quantize (if asked) and lower ``model`` (deploy form, eval) at the static shape of ``example``.
+
+        ``recipe`` (:class:`edgevit.quantization.QuantRecipe`) is the static int8 recipe; only backends
+        with ``takes_recipe`` use it (the pipeline refuses a non-default one for the others)."""
 
     @abc.abstractmethod
     def load(self, artifact: bytes | Path, threads: int = 1) -> Runner:

@@ -33,23 +33,51 @@ from ._ui import out, print_json, profiles_option, progress_display
 @click.option("--min-cosine", type=float, help="Verification threshold (default per precision).")
 @click.option("--threads", default=1, show_default=True, type=click.IntRange(1),
               help="Runtime threads for verification on this machine.")
+@click.option("--observer", help="int8 activation observer: histogram (default), minmax, moving-average, percentile.")
+@click.option("--ptq-steps", help="ViT-aware int8 steps, comma-separated, or 'none' (default: the measured best; "
+                                  "see README 'Quantization'): float-norm, float-scores, rescale-norm, "
+                                  "float-bridges, bias-correction.")
+@click.option("--fp32-layer", "fp32_layers", multiple=True,
+              help="Leave this conv/linear layer in fp32 (a name from `edgevit quant-report`; repeatable).")
+@click.option("--max-drop", type=float, help="Mixed precision: accept at most this many top-1 points lost "
+                                             "(on --eval, or top-1 disagreement with fp32 without it).")
+@click.option("--eval", "eval_dir", type=click.Path(path_type=Path),
+              help="Labelled images (class subfolders) that --max-drop is measured on.")
 @click.option("--json", "as_json", is_flag=True, help="Print the manifest as JSON instead of a table.")
 def compile_cmd(model: str, device: str, backend: str, precision: str | None, weights: Path | None,
                 calib: Path | None, num_calib: int, num_verify: int, input_shape: str | None,
                 num_classes: int | None, output_root: Path, profile_dirs: tuple[Path, ...],
-                min_sqnr: float | None, min_cosine: float | None, threads: int, as_json: bool) -> None:
+                min_sqnr: float | None, min_cosine: float | None, threads: int, observer: str | None,
+                ptq_steps: str | None, fp32_layers: tuple[str, ...], max_drop: float | None,
+                eval_dir: Path | None, as_json: bool) -> None:
     """Quantize, lower and verify MODEL (a zoo name or package.module:builder) for a device."""
     from ..compile import CompileOptions, compile_model
 
     opts = CompileOptions(model=model, device=device, backend=backend, precision=precision, weights=weights,
                           calib=calib, num_calib=num_calib, num_verify=num_verify, input_shape=input_shape,
                           num_classes=num_classes, output_root=output_root, profile_dirs=list(profile_dirs),
-                          min_sqnr=min_sqnr, min_cosine=min_cosine, threads=threads)
+                          min_sqnr=min_sqnr, min_cosine=min_cosine, threads=threads, observer=observer,
+                          ptq_steps=None if ptq_steps is None else [p.strip() for p in ptq_steps.split(",") if p.strip()],
+                          fp32_layers=list(fp32_layers), max_drop=max_drop, eval_dir=eval_dir)
     with progress_display(enabled=not as_json) as progress:
         result = compile_model(opts, progress)
     if as_json:
         return print_json(result.manifest)
     _print_compile_summary(result)
+
+
+def _quantization_rows(m: dict) -> list[tuple[str, str]]:
+    q, mp = m.get("quantization"), m.get("mixed_precision")
+    rows = []
+    if isinstance(q, dict):
+        steps = [k for k, on in q["vit_aware"].items() if on]
+        rows.append(("int8 recipe", f"{q['observer']} observer; {', '.join(steps) or 'no ViT-aware steps'}"))
+    if mp:
+        rows.append(("mixed precision", f"{len(mp['layers_fp32'])} fp32 layers; {mp['metric']} "
+                                        f"{mp['measured_drop']:.2f} ≤ {mp['max_drop']:g} (int8: {mp['drop_int8']:.2f})"))
+        if "latency_ms_mixed" in mp:
+            rows.append(("latency int8 / mixed", f"{mp['latency_ms_int8']:.3f} / {mp['latency_ms_mixed']:.3f} ms"))
+    return rows
 
 
 def _print_compile_summary(result) -> None:
@@ -69,6 +97,7 @@ def _print_compile_summary(result) -> None:
         ("ops delegated", f"{ops['delegated_ops']} in {ops['delegate_calls']} calls; "
                           f"{ops['non_delegated_ops']} outside"),
         ("memory (est.)", f"{m['memory']['total_bytes'] / 2**20:.1f} MB of {m['memory']['budget_bytes'] / 2**20:.0f} MB"),
+        *_quantization_rows(m),
         ("compile time", f"{m['compile_seconds']} s"),
     ]
     for k, val in rows:

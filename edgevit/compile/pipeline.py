@@ -10,7 +10,7 @@ import contextlib
 import hashlib
 import platform
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from importlib.metadata import version
 from pathlib import Path
 
@@ -18,15 +18,19 @@ import torch
 
 from .._io import ensure_writable_dir, atomic_directory, atomic_write_json, atomic_write_text
 from ..backends import StageProgress, get_backend
-from ..data import CalibrationSet, Preprocess, load_image_folder, synthetic_images
+from ..data import CalibrationSet, Preprocess, load_image_folder, load_labelled_folder, synthetic_images
 from ..data.images import find_images
 from ..devices import DeviceProfile, get_device
-from ..errors import DoesNotFitError, EdgevitError, VerificationError
+from ..errors import DoesNotFitError, EdgevitError, UnknownNameError, VerificationError
 from ..models import deploy
 from ..models._checkpoint import load_weights
 from ..models._synthetic import SYNTHETIC_WEIGHTS_NOTE
 from ..models._resolve import ResolvedModel, parse_input_shape, resolve_model
+from ..quantization import DEFAULT_OBSERVER, QuantRecipe
+from ..quantization.layers import weight_layers
 from .capture import export_static
+from .evaluate import run_batched
+from .mixed import DropMetric, search_mixed_precision
 from .memory import estimate_memory
 from .metrics import DEFAULT_THRESHOLDS, Thresholds, compare_outputs
 from .report import render_report
@@ -53,6 +57,12 @@ class CompileOptions:
     min_sqnr: float | None = None
     min_cosine: float | None = None
     threads: int = 1                         # verification runs here, where 1 thread is the fair default
+    # Static int8 recipe (backends with takes_recipe: ExecuTorch) and mixed precision.
+    observer: str | None = None              # None: quantization.DEFAULT_OBSERVER
+    ptq_steps: list[str] | None = None       # ViT-aware steps; None: the recipe's defaults
+    fp32_layers: list[str] = field(default_factory=list)
+    max_drop: float | None = None            # top-1 points; turns on the mixed-precision search
+    eval_dir: Path | None = None             # labelled images for --max-drop (else agreement on calibration)
 
 
 @dataclass
@@ -93,6 +103,55 @@ def _data_sets(opts: CompileOptions, preprocess: Preprocess, need_calibration: b
     return calibration, synthetic_images(preprocess, opts.num_verify, seed=1)
 
 
+def _recipe(opts: CompileOptions, backend, precision: str) -> QuantRecipe | None:
+    """The static int8 recipe, or None when the compile is not int8 on a backend that takes one."""
+    asked = [flag for flag, value in (("--observer", opts.observer), ("--ptq-steps", opts.ptq_steps),
+                                      ("--fp32-layer", opts.fp32_layers), ("--max-drop", opts.max_drop),
+                                      ("--eval", opts.eval_dir)) if value not in (None, [])]
+    if precision != "int8" or not backend.takes_recipe:
+        if asked:
+            raise EdgevitError(f"{', '.join(asked)} appl{'ies' if len(asked) == 1 else 'y'} to static int8 on a "
+                               f"backend that follows a quantization recipe (executorch); this compile is "
+                               f"{backend.name} {precision}. Add --precision int8 --backend executorch, or drop "
+                               "the option.")
+        return None
+    if opts.max_drop is not None and opts.max_drop < 0:
+        raise EdgevitError(f"--max-drop {opts.max_drop:g} is negative; give the top-1 points you accept to "
+                           "lose (0 or more).")
+    if opts.eval_dir is not None and opts.max_drop is None:
+        raise EdgevitError("--eval only serves --max-drop (the mixed-precision budget); add --max-drop X, or "
+                           "score an artifact with `edgevit eval`.")
+    return QuantRecipe.from_steps(opts.ptq_steps, observer=opts.observer or DEFAULT_OBSERVER,
+                                  num_calib=opts.num_calib, fp32_layers=tuple(opts.fp32_layers))
+
+
+def _check_layer_names(names, exported) -> None:
+    known = list(weight_layers(exported.graph))
+    for name in names:
+        if name not in known:
+            raise UnknownNameError("layer", name, known)
+
+
+def _drop_data(opts: CompileOptions, preprocess: Preprocess, resolved: ResolvedModel):
+    """--eval's labelled images (checked before any slow step), or None for the agreement proxy."""
+    if opts.eval_dir is None:
+        return None
+    data = load_labelled_folder(opts.eval_dir, preprocess)
+    classes = resolved.spec.num_classes if resolved.spec else None
+    if classes and len(data.classes) != (opts.num_classes or classes):
+        raise EdgevitError(f"--eval {opts.eval_dir} has {len(data.classes)} class subfolders but "
+                           f"{resolved.name} has {opts.num_classes or classes} classes; give one subfolder per "
+                           "model class (sorted names = label order).")
+    return data
+
+
+def _drop_metric(data, calibration: CalibrationSet, reference, batch: int) -> DropMetric:
+    if data is not None:
+        return DropMetric(data.inputs, data.labels, run_batched(reference, data.inputs, batch), data.source)
+    return DropMetric(calibration.inputs, None, run_batched(reference, calibration.inputs, batch),
+                      f"calibration images ({calibration.source})")
+
+
 def _preprocess_for(resolved: ResolvedModel) -> Preprocess:
     pre = resolved.preprocessing
     _, h, w = pre["input_size"]
@@ -130,6 +189,7 @@ def compile_model(opts: CompileOptions, progress: StageProgress | None = None) -
                             opts.min_cosine if opts.min_cosine is not None else base.min_cosine)
     if opts.calib is not None:
         find_images(opts.calib)  # fail now on an unreadable or empty folder, not after export
+    recipe = _recipe(opts, backend, precision)
     ensure_writable_dir(opts.output_root)
 
     # 2. Model, weights, deploy form.
@@ -161,11 +221,21 @@ def compile_model(opts: CompileOptions, progress: StageProgress | None = None) -
             f"{over / 2**20:.1f} MB ({over / budget:.0%}) too much. Try a smaller variant, int8, or a "
             "smaller --input-shape.")
 
-    # 4. Data, quantize + lower.
+    # 4. Data, quantize + lower (+ the mixed-precision search under --max-drop).
     preprocess = _preprocess_for(resolved)
+    if recipe is not None:
+        recipe = replace(recipe, family=resolved.family)
+        _check_layer_names(recipe.fp32_layers, exported)
+        drop_data = _drop_data(opts, preprocess, resolved) if opts.max_drop is not None else None
     calibration, verification = _data_sets(opts, preprocess, need_calibration=precision == "int8")
     lowered = backend.lower(deployed, example, precision,
-                            calibration.inputs if calibration is not None else None, progress)
+                            calibration.inputs if calibration is not None else None, progress,
+                            **({"recipe": recipe} if recipe is not None else {}))
+    mixed = None
+    if opts.max_drop is not None:
+        metric = _drop_metric(drop_data, calibration, reference, example.shape[0])
+        lowered, mixed = search_mixed_precision(backend, deployed, example, recipe, calibration.inputs, lowered,
+                                                metric, opts.max_drop, progress, threads=opts.threads)
 
     # 5. Verify the serialized bytes in the real runtime against the fp32 eager (training-form) model.
     with progress.stage(f"verifying in {backend.name} runtime", total=len(verification)) as advance:
@@ -187,6 +257,7 @@ def compile_model(opts: CompileOptions, progress: StageProgress | None = None) -
         "backend": {"name": backend.name, **lowered.details},
         "precision": precision,
         "quantization": lowered.details.get("quantization"),
+        **({"mixed_precision": mixed} if mixed is not None else {}),
         "calibration": ({"source": calibration.source, "count": len(calibration),
                          "synthetic": opts.calib is None} if calibration is not None else None),
         "verification": {"source": verification.source, **agreement.as_dict(),

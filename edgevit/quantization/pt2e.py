@@ -14,7 +14,8 @@ __all__ = ["quantize_pt2e"]
 CALIBRATION_BATCH = 16
 
 
-def _capture_for_calibration(model: nn.Module, example: torch.Tensor) -> tuple[torch.fx.GraphModule, int]:
+def _capture_for_calibration(model: nn.Module, example: torch.Tensor,
+                             batch: int = CALIBRATION_BATCH) -> tuple[torch.fx.GraphModule, int]:
     """Capture with a dynamic batch dimension when the model allows it.
 
     Observers (torchao's HistogramObserver above all) cost about the same per call whatever the batch,
@@ -26,7 +27,7 @@ def _capture_for_calibration(model: nn.Module, example: torch.Tensor) -> tuple[t
         try:
             exported = torch.export.export(model, (batched,),
                                            dynamic_shapes=({0: Dim("batch", min=1, max=1024)},))
-            return exported.module(), CALIBRATION_BATCH
+            return exported.module(), batch
         except Exception:  # noqa: BLE001 - any capture failure: use the static path below
             pass
     return torch.export.export(model, (example,)).module(), example.shape[0]
@@ -34,20 +35,20 @@ def _capture_for_calibration(model: nn.Module, example: torch.Tensor) -> tuple[t
 
 @torch.no_grad()
 def quantize_pt2e(model: nn.Module, example: torch.Tensor, quantizer: Quantizer, calibration: torch.Tensor,
-                  on_batch: Callable[[int], None] | None = None) -> torch.fx.GraphModule:
+                  on_batch: Callable[[int], None] | None = None, batch: int | None = None) -> torch.fx.GraphModule:
     """Return ``model`` with quantize/dequantize nodes whose scales come from ``calibration`` (N, ...).
 
     The result accepts ``example``'s static shape (and, when captured with a dynamic batch, others);
-    backends re-export it at the deployment shape.
+    backends re-export it at the deployment shape. ``batch``: images per calibration call (default 16).
     """
-    captured, step = _capture_for_calibration(model.eval(), example)
+    captured, step = _capture_for_calibration(model.eval(), example, batch or CALIBRATION_BATCH)
     prepared = prepare_pt2e(captured, quantizer)
     dynamic = step != example.shape[0]
     for start in range(0, calibration.shape[0], step):
-        batch = calibration[start:start + step]
-        if not dynamic and batch.shape[0] != step:
+        chunk = calibration[start:start + step]
+        if not dynamic and chunk.shape[0] != step:
             break  # a static graph cannot take a short last batch
-        prepared(batch)
+        prepared(chunk)
         if on_batch:
-            on_batch(batch.shape[0])
+            on_batch(chunk.shape[0])
     return convert_pt2e(prepared)

@@ -9,7 +9,7 @@ import torch
 from torch import nn
 
 from ..base import Backend, LoweredArtifact, OpSummary, StageProgress, register_backend
-from ...quantization import quantize_pt2e
+from ...quantization import QuantRecipe, quantize_static
 from .quantizer import xnnpack_int8_quantizer
 from .runtime import load_program
 
@@ -65,17 +65,22 @@ class ExecuTorchBackend(Backend):
     name = "executorch"
     suffix = ".pte"
     precisions = ("fp32", "fp16", "int8")
+    takes_recipe = True
 
     def lower(self, model: nn.Module, example: torch.Tensor, precision: str,
-              calibration: torch.Tensor | None, progress: StageProgress) -> LoweredArtifact:
+              calibration: torch.Tensor | None, progress: StageProgress,
+              recipe: QuantRecipe | None = None) -> LoweredArtifact:
         from executorch.backends.xnnpack.partition.xnnpack_partitioner import XnnpackPartitioner
         from executorch.exir import to_edge_transform_and_lower
 
         model = model.eval()
         if precision == "int8":
             assert calibration is not None and len(calibration) > 0, "int8 needs calibration inputs"
-            with progress.stage("calibrating (PT2E observers)", total=len(calibration)) as advance:
-                model = quantize_pt2e(model, example, xnnpack_int8_quantizer(), calibration, on_batch=advance)
+            recipe = recipe or QuantRecipe()
+            with progress.stage(f"calibrating (PT2E, {recipe.observer} observers)", total=len(calibration)) as advance:
+                model, steps = quantize_static(model, example, recipe, self.quantizer(recipe), calibration,
+                                               on_batch=advance)
+            quantization = {**recipe.describe(), "steps_ran": steps}
         elif precision == "fp16":
             model = _CastIO(model)
         with progress.stage("torch.export"):
@@ -93,11 +98,14 @@ class ExecuTorchBackend(Backend):
             # Memory the runtime plans for activations outside the delegate (bytes per arena).
             planned = [int(b) for b in plan.non_const_buffer_sizes]
         details = {"delegate": "XnnpackBackend", "planned_memory_bytes": planned,
-                   "quantization": {"int8": "PT2E XNNPACKQuantizer: static int8, per-channel symmetric weights, "
-                                            "per-tensor affine activations, histogram observers",
-                                    "fp16": "half-precision graph, float32 I/O"}.get(precision)}
+                   "quantization": quantization if precision == "int8" else
+                   {"fp16": "half-precision graph, float32 I/O"}.get(precision)}
         return LoweredArtifact(data=data, suffix=self.suffix, ops=ops, details=details,
                                sidecars={"etrecord.bin": etrecord})
+
+    def quantizer(self, recipe: QuantRecipe | None = None):
+        """The PT2E quantizer ``lower`` uses for int8 (sensitivity analysis reuses it)."""
+        return xnnpack_int8_quantizer(recipe)
 
     def load(self, artifact: bytes | Path, threads: int = 1):
         return load_program(artifact, threads)

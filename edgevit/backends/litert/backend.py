@@ -98,7 +98,8 @@ class LiteRTBackend(Backend):
     precisions = ("fp32", "fp16", "int8-dynamic", "int8")
 
     def lower(self, model: nn.Module, example: torch.Tensor, precision: str,
-              calibration: torch.Tensor | None, progress: StageProgress) -> LoweredArtifact:
+              calibration: torch.Tensor | None, progress: StageProgress, recipe=None) -> LoweredArtifact:
+        del recipe  # ai-edge-quantizer calibrates its own way (takes_recipe is False)
         model = model.eval()
         with progress.stage("converting to .tflite (litert-torch)"):
             data = _convert(model, example)

@@ -1,0 +1,119 @@
+"""What a static int8 quantization does, as one value: observer, calibration size, ViT-aware steps.
+
+The recipe builds torchao ``QuantizationConfig`` objects (the observers and int8 ranges) and says which
+graph nodes stay float; a backend's quantizer decides which patterns its kernels take
+(``backends/executorch/quantizer.py``). Defaults are the settings that measured best on the trained
+micro models (README, "Quantization").
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field, replace
+
+import torch
+from torch.fx import Node
+from torchao.quantization.pt2e import PerChannelMinMaxObserver
+from torchao.quantization.pt2e.quantizer import QuantizationConfig, QuantizationSpec
+
+from .layers import WEIGHT_OPS, module_path, module_types, weight_layers
+from ..errors import UnknownNameError
+from .observers import OBSERVERS, activation_observer, check_observer
+
+__all__ = ["QuantRecipe", "DEFAULT_OBSERVER", "BRIDGE_MODULES", "PTQ_STEPS"]
+
+DEFAULT_OBSERVER = "histogram"
+_EPS = 2**-12  # XNNPACK's smallest scale, as in its own quantizer config
+
+# Conv<->attention bridges of the hybrid families (Q-HyViT's observation: their activation ranges are
+# the hardest to fit): where 4-D conv maps become tokens, attention downsamples, partial-channel splits.
+BRIDGE_MODULES = {
+    "efficientformer": ("TokenFlatten",),
+    "efficientformer_v2": ("Attention2dDownsample",),
+    "tiny_vit": ("PatchMerging",),
+    "shvit": ("FusedSHSA",),
+}
+
+
+# CLI step name -> recipe field.
+PTQ_STEPS = {"float-norm": "float_norm", "float-scores": "float_scores", "rescale-norm": "rescale_norm",
+             "float-bridges": "float_bridges", "bias-correction": "bias_correction"}
+
+
+@dataclass(frozen=True)
+class QuantRecipe:
+    observer: str = DEFAULT_OBSERVER
+    num_calib: int = 32
+    # ViT-aware steps (see README "Quantization" for what each measured):
+    float_norm: bool = True          # LayerNorm/GroupNorm statistics (mean, var, rsqrt) stay float
+    float_scores: bool = True        # attention logits + bias (the softmax input) stay float
+    rescale_norm: bool = False       # RepQ-ViT-style per-channel rescale of normalised activations
+    float_bridges: bool = False      # conv<->attention bridge modules (BRIDGE_MODULES) stay float
+    bias_correction: bool = False    # empirical bias correction after convert
+    fp32_layers: tuple[str, ...] = field(default_factory=tuple)   # mixed precision: layers left float
+    family: str | None = None        # selects BRIDGE_MODULES
+
+    def __post_init__(self):
+        check_observer(self.observer)
+
+    @classmethod
+    def from_steps(cls, steps: list[str] | None = None, **kwargs) -> QuantRecipe:
+        """A recipe with exactly the named ViT-aware ``steps`` (None: the defaults; [] or ["none"]: none)."""
+        if steps is None:
+            return cls(**kwargs)
+        unknown = [s for s in steps if s not in PTQ_STEPS and s != "none"]
+        if unknown:
+            raise UnknownNameError("PTQ step", unknown[0], [*PTQ_STEPS, "none"])
+        return cls(**{field: name in steps for name, field in PTQ_STEPS.items()}, **kwargs)
+
+    def with_fp32_layers(self, layers) -> QuantRecipe:
+        return replace(self, fp32_layers=tuple(layers))
+
+    @property
+    def calibration_batch(self) -> int | None:
+        """Images per calibration call: 1 for the moving average (an average over images), else the
+        flow's default batch."""
+        return 1 if self.observer == "moving-average" else None
+
+    def quantization_config(self) -> QuantizationConfig:
+        """int8 per-tensor affine activations with this recipe's observer, int8 per-channel symmetric
+        weights (min/max: weights are known exactly, nothing to estimate)."""
+        act = QuantizationSpec(dtype=torch.int8, quant_min=-128, quant_max=127, qscheme=torch.per_tensor_affine,
+                               observer_or_fake_quant_ctr=activation_observer(self.observer, self.num_calib, _EPS))
+        weight = QuantizationSpec(dtype=torch.int8, quant_min=-127, quant_max=127,
+                                  qscheme=torch.per_channel_symmetric, ch_axis=0,
+                                  observer_or_fake_quant_ctr=PerChannelMinMaxObserver.with_args(eps=_EPS))
+        return QuantizationConfig(act, act, weight, None, False)
+
+    def keeps_float(self, node: Node) -> bool:
+        """True for a node this recipe leaves unquantized (the quantizer's annotation filter)."""
+        types = module_types(node)
+        if self.float_norm and any(t.endswith("Standardize") for t in types):
+            return True
+        if self.float_scores and node.target == torch.ops.aten.add.Tensor and any(
+                user.target in (torch.ops.aten.softmax.int, torch.ops.aten._softmax.default)
+                for user in node.users):
+            return True
+        if self.float_bridges and set(types) & set(BRIDGE_MODULES.get(self.family or "", ())):
+            return True
+        if self.fp32_layers and node.target in WEIGHT_OPS:
+            return _layer_name(node) in self.fp32_layers or module_path(node) in self.fp32_layers
+        return False
+
+    def describe(self) -> dict:
+        """The manifest's ``quantization`` block (what ran is added by the flow)."""
+        return {"scheme": "static int8: per-channel symmetric weights, per-tensor affine activations",
+                "observer": self.observer, "observer_detail": OBSERVERS[self.observer][1],
+                "calibration_count": self.num_calib,
+                "vit_aware": {"float_norm_statistics": self.float_norm, "float_attention_scores": self.float_scores,
+                              "rescale_norm": self.rescale_norm, "float_bridges": self.float_bridges,
+                              "bias_correction": self.bias_correction},
+                "fp32_layers": list(self.fp32_layers)}
+
+
+def _layer_name(node: Node) -> str:
+    """The node's name in :func:`weight_layers` terms (needs the whole graph for the ``#k`` suffix;
+    computed once per graph, the quantizer asks for every node)."""
+    names = getattr(node.graph, "_edgevit_layer_names", None)
+    if names is None:
+        names = {other: name for name, other in weight_layers(node.graph).items()}
+        node.graph._edgevit_layer_names = names  # noqa: SLF001 - a memo on the graph being annotated
+    return names.get(node, "")
