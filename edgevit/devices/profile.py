@@ -15,7 +15,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_valida
 
 from ..errors import EdgevitError, UnknownNameError
 
-__all__ = ["DeviceProfile", "CpuCluster", "load_profiles", "get_device", "list_devices",
+__all__ = ["DeviceProfile", "CpuCluster", "Compute", "load_profiles", "get_device", "list_devices",
            "BUILTIN_PROFILE_DIR", "ProfileError"]
 
 # A wheel carries the profiles inside the package; a source checkout (editable install) has them at the root.
@@ -53,6 +53,16 @@ class Memory(_Strict):
     bandwidth_gbps: float | None = Field(default=None, gt=0, description="peak DRAM bandwidth, GB/s")
 
 
+class Compute(_Strict):
+    """Per-core figures the latency model (``edgevit estimate``) starts from before any calibration."""
+
+    peak_gmacs_per_s: dict[Precision, float | None] = Field(
+        default_factory=dict, description="one fastest core, GMAC/s per kernel precision; None: unknown")
+    basis: Literal["published", "derived", "measured"]
+    formula: str | None = Field(default=None, description="how a derived figure was computed")
+    l2_kb: int | None = Field(default=None, gt=0, description="L2 per core (weights that fit are not re-read)")
+
+
 class CompileSettings(_Strict):
     backends: list[Literal["executorch", "litert"]] = Field(min_length=1)
     preferred_backend: Literal["executorch", "litert"]
@@ -78,6 +88,7 @@ class DeviceProfile(_Strict):
     gpu: str | None = None
     npu: str | None = None
     memory: Memory
+    compute: Compute | None = None
     compile: CompileSettings
     sources: list[str] = Field(default_factory=list)
     notes: str | None = None
