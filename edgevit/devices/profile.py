@@ -60,7 +60,6 @@ class Compute(_Strict):
         default_factory=dict, description="one fastest core, GMAC/s per kernel precision; None: unknown")
     basis: Literal["published", "derived", "measured"]
     formula: str | None = Field(default=None, description="how a derived figure was computed")
-    l2_kb: int | None = Field(default=None, gt=0, description="L2 per core (weights that fit are not re-read)")
 
 
 class CompileSettings(_Strict):

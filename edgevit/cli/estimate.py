@@ -1,0 +1,112 @@
+"""`edgevit estimate` (predicted latency per stage) and `edgevit calibrate` (fit it from stored profiles)."""
+from __future__ import annotations
+
+from pathlib import Path
+
+import click
+from rich.table import Table
+
+from ._group import cli
+from ._ui import out, print_json, profiles_option, progress_display
+
+
+@cli.command("estimate")
+@click.argument("model")
+@click.option("--device", "-d", required=True, help="Device profile name (see `edgevit devices`).")
+@click.option("--precision", default="int8", show_default=True, help="int8 | fp16 | fp32")
+@click.option("--input-shape", help="Static input N,C,H,W (required for a user module).")
+@click.option("--num-classes", type=click.IntRange(1), help="Classifier size, when not the zoo default.")
+@click.option("--calibration", type=click.Path(path_type=Path),
+              help="Calibration JSON (default: CALIBRATION_DIR/DEVICE.json when it exists).")
+@click.option("--calibration-dir", default=Path("out/calibration"), show_default=True,
+              type=click.Path(path_type=Path), help="Where calibrations and measured host peaks live.")
+@click.option("--measure-peaks", is_flag=True,
+              help="host only: measure this machine's XNNPACK peaks once (GEMM microbenchmark) and keep them.")
+@profiles_option
+@click.option("--json", "as_json", is_flag=True, help="Print the estimate as JSON.")
+def estimate_cmd(model: str, device: str, precision: str, input_shape: str | None, num_classes: int | None,
+                 calibration: Path | None, calibration_dir: Path, measure_peaks: bool,
+                 profile_dirs: tuple[Path, ...], as_json: bool) -> None:
+    """Predicted latency of MODEL on DEVICE, in total and per model stage, with where each figure comes from."""
+    from ..errors import EdgevitError
+    from ..estimate import estimate
+    from ..models._resolve import parse_input_shape
+
+    shape = parse_input_shape(input_shape)
+    with progress_display(enabled=not as_json) as progress:
+        if measure_peaks:
+            if device != "host":
+                raise EdgevitError(f"--measure-peaks measures this machine; it only applies to --device host, "
+                                   f"not '{device}'.")
+            from .._io import atomic_write_json
+            from ..estimate.peaks import measure_host_peaks
+
+            with progress.stage("measuring XNNPACK peaks here (GEMM, GEMV)"):
+                peaks = measure_host_peaks()
+            atomic_write_json(Path(calibration_dir) / "host-peaks.json", peaks)
+        with progress.stage(f"tracing {model} ({precision}) and pricing its operators"):
+            result = estimate(model, device, precision, shape, calibration, calibration_dir,
+                              list(profile_dirs), num_classes)
+    if as_json:
+        return print_json(result.as_dict())
+    out.print(f"[bold]{result.model}[/] {result.precision} {'x'.join(map(str, result.input_shape))} on "
+              f"[bold]{result.device}[/]: predicted [bold]{result.total_ms:.2f} ms[/] "
+              f"({result.threads} thread; dispatch {result.dispatch_ms:.2f} ms, runtime call {result.call_ms:.2f} ms)")
+    table = Table(title="per stage")
+    for col in ("stage", "ops", "GMACs", "ms", "share"):
+        table.add_column(col, justify="left" if col == "stage" else "right")
+    for s in result.stages:
+        table.add_row(s["name"], str(s["ops"]), f"{s['macs'] / 1e9:.3f}", f"{s['ms']:.3f}", f"{s['share']:.1%}")
+    out.print(table)
+    kinds = Table(title="per operator kind")
+    for col in ("kind", "ops", "ms", "figures from"):
+        kinds.add_column(col, justify="left" if col in ("kind", "figures from") else "right")
+    for k in result.kinds:
+        kinds.add_row(k["kind"], str(k["ops"]), f"{k['ms']:.3f}", k["basis"])
+    out.print(kinds)
+    out.print(f"figures: {result.figures}")
+    for note in result.notes:
+        out.print(f"[yellow]note:[/] {note}")
+
+
+@cli.command("calibrate")
+@click.argument("roots", nargs=-1, required=True, type=click.Path(path_type=Path))
+@click.option("--device", "-d", required=True, help="The device the profiles ran on (the artifacts' device).")
+@click.option("--threads", default=1, show_default=True, type=click.IntRange(1),
+              help="Use the profiles taken with this many threads.")
+@click.option("-o", "--output", type=click.Path(path_type=Path),
+              help="Calibration file to write (default: out/calibration/DEVICE.json).")
+@profiles_option
+@click.option("--json", "as_json", is_flag=True, help="Print the calibration as JSON.")
+def calibrate_cmd(roots: tuple[Path, ...], device: str, threads: int, output: Path | None,
+                  profile_dirs: tuple[Path, ...], as_json: bool) -> None:
+    """Fit DEVICE's latency model from the `edgevit profile` results under ROOTS (folders or profile JSONs)."""
+    from ..devices import get_device
+    from ..estimate import DEFAULT_CALIBRATION_DIR, calibrate
+
+    profile = get_device(device, list(profile_dirs))
+    output = output or DEFAULT_CALIBRATION_DIR / f"{profile.name}.json"
+    with progress_display(enabled=not as_json) as progress:
+        model, passed = calibrate(list(roots), profile.name, threads, progress)
+        model.fit_report["threads"] = threads
+        model.save(output)
+    if as_json:
+        return print_json({**model.to_json(), "file": str(output), "passed_over": passed})
+    table = Table(title=f"{profile.name}: calibrated from {len(model.sources)} profile(s)")
+    for col in ("kind", "G units/s", "GB/s (activations)", "GB/s (weights)", "overhead µs", "from"):
+        table.add_column(col, justify="left" if col in ("kind", "from") else "right")
+
+    def giga(v):
+        return f"{v / 1e9:.1f}" if v else "-"
+    for key, cost in sorted(model.ops.items()):
+        r = cost.rates()
+        table.add_row(key, giga(r["units_per_s"]), giga(r["bytes_per_s"]), giga(r["weight_bytes_per_s"]),
+                      f"{r['overhead_us']:.2f}", cost.basis)
+    out.print(table)
+    for p in model.dispatch_s:
+        out.print(f"{p} models: {model.dispatch_s[p] * 1e6:.2f} µs per operator + {model.call_s[p] * 1e3:.3f} ms per "
+                  f"call + {model.unprofiled[p]:.1%} of operator time outside the operator events")
+    out.print(f"GEMM microkernel tile (fitted): {model.tile_m} x {model.tile_n}")
+    for note in passed:
+        out.print(f"[yellow]passed over:[/] {note}")
+    out.print(f"calibration: {output}")

@@ -1,0 +1,155 @@
+"""The latency model: the fit recovers known factors, the graph walk matches what XNNPACK runs, a real
+.pte's calibrated estimate lands near its measured time, and every bad input is a clear exit 2."""
+from __future__ import annotations
+
+import json
+import random
+
+import pytest
+
+from edgevit.cli import main
+from edgevit.estimate.graph import ModelWork, WorkItem
+from edgevit.estimate.model import CostModel, Observation, OpCost, fit
+
+pytestmark = pytest.mark.filterwarnings("ignore")
+
+
+# ---------------------------------------------------------------------------------- synthetic fit
+
+def _synthetic_truth() -> CostModel:
+    return CostModel("synthetic", {
+        "gemm/fp32": OpCost(1 / 100e9, 1 / 80e9, 1 / 40e9, 2e-6, "truth"),
+        "binary/fp32": OpCost(0.0, 1 / 50e9, 0.0, 0.5e-6, "truth"),
+        "transpose/fp32": OpCost(0.0, 1 / 20e9, 0.0, 0.3e-6, "truth"),
+    }, tile_m=7, tile_n=16, dispatch_s={"fp32": 0.8e-6}, call_s={"fp32": 50e-6}, unprofiled={"fp32": 0.02})
+
+
+def _synthetic_model(rng: random.Random, n: int) -> ModelWork:
+    items = []
+    for _ in range(n):
+        m, nn, k = rng.choice([1, 16, 49, 196, 784, 3136]), rng.choice([24, 64, 100, 320, 770, 1280]), \
+            rng.choice([32, 64, 128, 320, 640, 1280])
+        w = nn * k * 4
+        items.append(WorkItem("gemm", "fp32", m * nn * k, (m * k + m * nn) * 4 + w, "s", "linear",
+                              (1, m, nn, k), w))
+        elems = rng.choice([3136, 12544, 50176, 200704])
+        items.append(WorkItem("binary", "fp32", elems, 12 * elems, "s", "add"))
+        items.append(WorkItem("transpose", "fp32", elems, 8 * elems, "s", "layout"))
+    return ModelWork(f"synthetic{n}", (1, 3, 224, 224), "fp32", items)
+
+
+_EVENT = {"gemm": "Fully Connected (NC, F32) GEMM", "binary": "Add (ND)", "transpose": "Transpose (ND, X32)"}
+
+
+def test_fit_recovers_known_factors():
+    truth, rng = _synthetic_truth(), random.Random(0)
+    observations = []
+    for n in (20, 30, 40, 50):
+        work = _synthetic_model(rng, n)
+        events = [(f"{_EVENT[i.category]} #{j}", truth.item_seconds(i) * 1e3 * (1 + rng.gauss(0, 0.03)))
+                  for j, i in enumerate(work.items)]
+        inside = sum(ms for _, ms in events)
+        wall = inside * 1.02 + len(events) * 0.8e-3 + 50e-3
+        observations.append(Observation(work, events, None, wall, work.model))
+    fitted = fit(observations, "synthetic")
+    assert (fitted.tile_m, fitted.tile_n) == (7, 16)
+    gemm, true_gemm = fitted.ops["gemm/fp32"], truth.ops["gemm/fp32"]
+    assert gemm.unit_s == pytest.approx(true_gemm.unit_s, rel=0.05)
+    assert gemm.weight_byte_s == pytest.approx(true_gemm.weight_byte_s, rel=0.15)
+    for key in ("binary/fp32", "transpose/fp32"):  # per element: units and bytes move together here
+        item = next(i for i in observations[0].work.items if f"{i.category}/{i.precision}" == key)
+        assert fitted.item_seconds(item) == pytest.approx(truth.item_seconds(item), rel=0.05), key
+    assert fitted.dispatch_s["fp32"] == pytest.approx(0.8e-6, rel=0.3)
+    held_out = _synthetic_model(rng, 25)
+    assert fitted.predict(held_out).total_ms == pytest.approx(truth.predict(held_out).total_ms, rel=0.03)
+
+
+def test_calibration_round_trips(tmp_path):
+    model = _synthetic_truth()
+    model.save(tmp_path / "c.json")
+    loaded = CostModel.load(tmp_path / "c.json")
+    work = _synthetic_model(random.Random(1), 5)
+    assert loaded.predict(work).total_ms == pytest.approx(model.predict(work).total_ms, rel=1e-9)
+
+
+# ------------------------------------------------------------------------ a real .pte, end to end
+
+@pytest.fixture(scope="module")
+def profiled(tmp_path_factory):
+    """shvit_micro compiled for host (fp32), profiled here with `edgevit profile`, calibrated from it."""
+    from edgevit.compile import CompileOptions, compile_model
+
+    root = tmp_path_factory.mktemp("estimate")
+    result = compile_model(CompileOptions(model="shvit_micro", device="host", backend="executorch",
+                                          precision="fp32", output_root=root, num_verify=2))
+    assert main(["profile", str(result.out_dir), "--runs", "30", "--warmup", "5", "--json"]) == 0
+    calibration = root / "cal" / "host.json"
+    assert main(["calibrate", str(root), "--device", "host", "-o", str(calibration)]) == 0
+    profile = json.loads(next((result.out_dir / "profiles").glob("*.json")).read_text())
+    return root, calibration, profile
+
+
+def test_graph_walk_matches_the_operators_xnnpack_ran(profiled):
+    _, calibration, _ = profiled
+    report = json.loads(calibration.read_text())["fit_report"]
+    assert report["skipped"] == {}, report["skipped"]  # every kind: as many work items as ETDump events
+    assert report["aligned_ops"] > 100
+
+
+def test_calibrated_estimate_lands_near_the_measured_time(profiled, capsys):
+    _, calibration, profile = profiled
+    capsys.readouterr()
+    assert main(["estimate", "shvit_micro", "--device", "host", "--precision", "fp32",
+                 "--calibration", str(calibration), "--json"]) == 0
+    result = json.loads(capsys.readouterr().out)
+    measured = profile["wall_ms"]["median"]
+    assert result["total_ms"] == pytest.approx(measured, rel=0.35)
+    assert result["calibration_file"] == str(calibration)
+    assert {s["name"] for s in result["stages"]} >= {"patch_embed", "stages.0", "head"}
+    assert sum(s["ms"] for s in result["stages"]) < result["total_ms"]
+    assert all(k["basis"].startswith("calibrated") or "pooled" in k["basis"] for k in result["kinds"])
+
+
+def test_uncalibrated_estimate_from_derived_peaks(capsys):
+    assert main(["estimate", "shvit_micro", "--device", "rpi5", "--precision", "int8",
+                 "--calibration-dir", "/nonexistent-calibrations", "--json"]) == 0
+    result = json.loads(capsys.readouterr().out)
+    assert result["figures"] == "uncalibrated: profile derived peaks"
+    assert result["calibration_file"] is None
+    kinds = {k["kind"] for k in result["kinds"]}
+    assert "gemm/int8" in kinds and "softmax/fp32" in kinds  # softmax stays float inside an int8 model
+    # int8 on an A76 (76.8 GMAC/s peak) must be predicted faster than fp32 (19.2)
+    assert main(["estimate", "shvit_micro", "--device", "rpi5", "--precision", "fp32",
+                 "--calibration-dir", "/nonexistent-calibrations", "--json"]) == 0
+    assert json.loads(capsys.readouterr().out)["total_ms"] > result["total_ms"]
+
+
+# ------------------------------------------------------------------------------------- bad input
+
+@pytest.mark.parametrize("args, expected", [
+    (["estimate", "shvit_s9", "--device", "pixel8"], "Unknown model 'shvit_s9'"),
+    (["estimate", "shvit_micro", "--device", "pixel9"], "Unknown device 'pixel9'"),
+    (["estimate", "shvit_micro", "--device", "pixel8", "--precision", "int4"], "Unknown precision 'int4'"),
+    (["estimate", "shvit_micro", "--device", "iphone15-pro"], "has no compute figures"),
+    (["estimate", "shvit_micro", "--device", "pixel8", "--measure-peaks"], "only applies to --device host"),
+    (["estimate", "shvit_micro", "--device", "pixel8", "--input-shape", "1,3,64"], "is not four positive integers"),
+    (["calibrate", "/nonexistent-profiles", "--device", "host"], "does not exist"),
+])
+def test_bad_input_is_a_clear_error(args, expected, capsys):
+    assert main([*args, "--calibration-dir", "/nonexistent-calibrations"] if args[0] == "estimate" else args) == 2
+    assert expected in capsys.readouterr().err.replace("\n", " ")
+
+
+def test_bad_calibration_files(tmp_path, capsys):
+    corrupt = tmp_path / "corrupt.json"
+    corrupt.write_text("{not json")
+    assert main(["estimate", "shvit_micro", "--device", "pixel8", "--calibration", str(corrupt)]) == 2
+    assert "is not an edgevit calibration file" in capsys.readouterr().err.replace("\n", " ")
+    other = tmp_path / "other.json"
+    _synthetic_truth().save(other)
+    assert main(["estimate", "shvit_micro", "--device", "pixel8", "--calibration", str(other)]) == 2
+    assert "calibrates device 'synthetic', not 'pixel8'" in capsys.readouterr().err.replace("\n", " ")
+    assert main(["estimate", "shvit_micro", "--device", "pixel8", "--calibration", str(tmp_path / "none.json")]) == 2
+    assert "does not exist" in capsys.readouterr().err.replace("\n", " ")
+    assert main(["calibrate", str(tmp_path), "--device", "host"]) == 2
+    assert "No profiles of ExecuTorch artifacts for device 'host'" in capsys.readouterr().err.replace("\n", " ")
