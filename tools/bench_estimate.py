@@ -25,6 +25,7 @@ import statistics
 import sys
 import time
 import warnings
+from importlib.metadata import version
 from pathlib import Path
 
 warnings.filterwarnings("ignore")
@@ -35,7 +36,6 @@ import torch
 
 from edgevit._io import atomic_write_bytes, atomic_write_json
 from edgevit.compile import CompileOptions, compile_model
-from edgevit.estimate import graph as graph_module
 from edgevit.estimate.graph import ModelWork, WorkItem, model_work
 from edgevit.estimate.model import fit
 from edgevit.estimate.observe import observation_from_etdump
@@ -50,11 +50,24 @@ PRECISIONS = ("fp32", "int8")
 BAND = 0.15
 
 
+def _sources_key(*folders: str) -> str:
+    """A hash of the sources that decide what gets built, so a changed pipeline rebuilds its artifacts."""
+    import edgevit
+
+    digest = hashlib.sha256(f"{torch.__version__} {version('executorch')}".encode())
+    base = Path(edgevit.__file__).parent
+    for folder in folders:
+        for path in sorted((base / folder).rglob("*.py")):
+            digest.update(path.read_bytes())
+    return digest.hexdigest()[:12]
+
+
 def compile_all(root: Path, configs, precisions, log) -> list[dict]:
+    key = _sources_key("models", "quantization", "backends/executorch", "compile")
     entries = []
     for precision in precisions:
         for model, res in configs:
-            out_root = root / f"{precision}-{res}"
+            out_root = root / "artifacts" / key / f"{precision}-{res}"
             folder = out_root / f"{model}-host"
             if not (folder / "model.pte").exists():
                 started = time.perf_counter()
@@ -70,8 +83,8 @@ def compile_all(root: Path, configs, precisions, log) -> list[dict]:
 
 def work_items(root: Path, entry: dict) -> ModelWork:
     """The work items of an artifact's model, cached by the graph walker's source (it is deterministic)."""
-    key = hashlib.sha256(Path(graph_module.__file__).read_bytes()).hexdigest()[:12]
-    cache = root / "work" / f"{entry['model']}-{entry['res']}-{entry['precision']}-{key}.json"
+    key = _sources_key("models", "quantization", "backends/executorch", "estimate")
+    cache = root / "work" / key / f"{entry['model']}-{entry['res']}-{entry['precision']}.json"
     if cache.exists():
         data = json.loads(cache.read_text())
         items = [WorkItem(**{**i, "gemm": tuple(i["gemm"]) if i["gemm"] else None}) for i in data["items"]]
@@ -239,8 +252,13 @@ def main(argv: list[str] | None = None) -> int:
     load = statistics.median(r["wall_ms"] / r["measured_ms"] for r in rows)
     print(f"machine load: wall-clock median / CPU-time median = {load:.2f} (1.00 on an idle core)")
     full = fit([e["obs"] for e in entries], "host")
+    skipped = full.fit_report["skipped"]
+    print(f"graph walk vs ETDump: {full.fit_report['aligned_ops']} operators paired kind by kind; "
+          + ("every kind's count matches in every model" if not skipped else
+             "kinds left out of the fit (counts differ): " + "; ".join(f"{Path(k).parent.name}: {', '.join(v)}"
+                                                                       for k, v in skipped.items())))
     full.fit_report["threads"] = 1
-    report = {"rounds": len(entries[0]["wall"]), "threads": 1, "band": BAND, "summary": summary, "rows": rows,
+    report = {"rounds": len(entries[0]["wall"]), "threads": 1, "alignment": full.fit_report, "band": BAND, "summary": summary, "rows": rows,
               "measured": "median over the rounds of this thread's CPU time per inference (time.thread_time; "
                           "one runtime thread runs inline); wall_ms: the wall-clock median of the same calls",
               "wall_over_cpu": load,
