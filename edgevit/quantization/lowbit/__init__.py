@@ -1,0 +1,25 @@
+"""Low-bit integer quantization with Brevitas (W8A8, W6A6, W4A8; power-of-two scales on request),
+exported as QONNX (FINN, hls4ml) and QCDQ ONNX (any ONNX runtime).
+
+    spec = LowBitSpec.parse("w4a8")
+    qmodel = quantize_lowbit(deploy(model), spec, po2=False)   # Brevitas layers, float elsewhere
+    calibrate(qmodel, images)                                  # PTQ; then QAT with train_classifier
+    export_qonnx_bytes(qmodel, example), export_qcdq_bytes(qmodel, example)
+
+``lowbit_pipeline`` runs all of it on tensors; ``build_qat_artifact`` on folders (``edgevit qat``).
+"""
+import warnings as _warnings
+
+from .artifact import QatOptions, QatResult, build_qat_artifact
+from .onnx_export import QcdqRunner, QonnxRunner, export_qcdq_bytes, export_qonnx_bytes
+from .pipeline import LowBitResult, QatSettings, lowbit_pipeline, roundtrip_tolerance
+from .quantize import calibrate, layer_settings, quantize_lowbit, quantized_layers
+from .spec import ACT_BITS, WEIGHT_BITS, LowBitSpec, UnsupportedBitsError
+
+__all__ = ["LowBitSpec", "UnsupportedBitsError", "WEIGHT_BITS", "ACT_BITS", "quantize_lowbit", "calibrate",
+           "layer_settings", "quantized_layers", "export_qonnx_bytes", "export_qcdq_bytes", "QcdqRunner",
+           "QonnxRunner", "QatSettings", "LowBitResult", "lowbit_pipeline", "roundtrip_tolerance",
+           "QatOptions", "QatResult", "build_qat_artifact"]
+
+# Brevitas announces at import that an optional CUDA kernel package is missing; nothing we use needs it.
+_warnings.filterwarnings("ignore", message="fast_hadamard_transform package not found")
