@@ -75,14 +75,15 @@ def evaluate_artifact(folder: Path, data: Path, limit: int | None = None, thread
     preprocess = preprocess_from_manifest(manifest)
     with progress.stage("reading labelled images"):
         labelled = load_labelled_folder(data, preprocess, limit)
-    num_classes = manifest["model"].get("num_classes") or (manifest["outputs"][0].get("shape") or [0, 0])[-1]
-    if num_classes and len(labelled.classes) != num_classes:
-        raise EdgevitError(f"{data} has {len(labelled.classes)} class subfolders but the model in {folder} "
-                           f"has {num_classes} classes; give a folder with one subfolder per model class, "
-                           "named so that their sorted order is the model's label order.")
     batch = manifest["inputs"][0]["shape"][0]
     backend = get_backend(manifest["backend"]["name"])
     run = backend.load(artifact, threads=threads)
+    # A user module's manifest does not know its classes: the artifact's output width does.
+    num_classes = manifest["model"].get("num_classes") or run_batched(run, labelled.inputs[:1], batch).shape[1]
+    if len(labelled.classes) != num_classes:
+        raise EdgevitError(f"{data} has {len(labelled.classes)} class subfolders but the model in {folder} "
+                           f"has {num_classes} classes; give a folder with one subfolder per model class, "
+                           "named so that their sorted order is the model's label order.")
     with progress.stage(f"running {artifact.name} ({backend.name})", total=len(labelled)) as advance:
         logits = run_batched(run, labelled.inputs, batch, advance)
     ks = (1, 5) if logits.shape[1] >= 5 else (1,)

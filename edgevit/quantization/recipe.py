@@ -23,13 +23,16 @@ __all__ = ["QuantRecipe", "DEFAULT_OBSERVER", "BRIDGE_MODULES", "PTQ_STEPS"]
 DEFAULT_OBSERVER = "histogram"
 _EPS = 2**-12  # XNNPACK's smallest scale, as in its own quantizer config
 
-# Conv<->attention bridges of the hybrid families (Q-HyViT's observation: their activation ranges are
-# the hardest to fit): where 4-D conv maps become tokens, attention downsamples, partial-channel splits.
+# The first conv->attention bridge of each hybrid family (Q-HyViT's observation: its activation ranges
+# are the hardest to fit), as the class of the first module of that kind in execution order: the
+# first 3-D attention block after EfficientFormer's 4-D->token flatten, V2's attention downsample,
+# TinyViT's patch merging from the conv stage into the attention stages, SHViT's first partial-channel
+# single-head attention.
 BRIDGE_MODULES = {
-    "efficientformer": ("TokenFlatten",),
-    "efficientformer_v2": ("Attention2dDownsample",),
-    "tiny_vit": ("PatchMerging",),
-    "shvit": ("FusedSHSA",),
+    "efficientformer": "MetaBlock3d",
+    "efficientformer_v2": "Attention2dDownsample",
+    "tiny_vit": "PatchMerging",
+    "shvit": "FusedSHSA",
 }
 
 
@@ -92,7 +95,7 @@ class QuantRecipe:
                 user.target in (torch.ops.aten.softmax.int, torch.ops.aten._softmax.default)
                 for user in node.users):
             return True
-        if self.float_bridges and set(types) & set(BRIDGE_MODULES.get(self.family or "", ())):
+        if self.float_bridges and _bridge_path(node.graph, self.family) in _paths(node):
             return True
         if self.fp32_layers and node.target in WEIGHT_OPS:
             return _layer_name(node) in self.fp32_layers or module_path(node) in self.fp32_layers
@@ -109,11 +112,29 @@ class QuantRecipe:
                 "fp32_layers": list(self.fp32_layers)}
 
 
+def _paths(node: Node) -> list[str]:
+    return [path for path, _ in (node.meta.get("nn_module_stack") or {}).values()]
+
+
+def _bridge_path(graph: torch.fx.Graph, family: str | None) -> str | None:
+    """Module path of the family's first bridge module in ``graph`` (memoised on the graph)."""
+    memo = graph.__dict__.setdefault("_edgevit_bridge", {})
+    if family not in memo:
+        memo[family] = None
+        cls = BRIDGE_MODULES.get(family or "")
+        for node in graph.nodes if cls else ():
+            match = [path for path, t in (node.meta.get("nn_module_stack") or {}).values()
+                     if (t.__name__ if isinstance(t, type) else str(t).rsplit(".", 1)[-1]) == cls]
+            if match:
+                memo[family] = match[0]
+                break
+    return memo[family]
+
+
 def _layer_name(node: Node) -> str:
     """The node's name in :func:`weight_layers` terms (needs the whole graph for the ``#k`` suffix;
     computed once per graph, the quantizer asks for every node)."""
-    names = getattr(node.graph, "_edgevit_layer_names", None)
-    if names is None:
-        names = {other: name for name, other in weight_layers(node.graph).items()}
-        node.graph._edgevit_layer_names = names  # noqa: SLF001 - a memo on the graph being annotated
-    return names.get(node, "")
+    memo = node.graph.__dict__
+    if "_edgevit_layer_names" not in memo:  # a memo on the graph being annotated
+        memo["_edgevit_layer_names"] = {other: name for name, other in weight_layers(node.graph).items()}
+    return memo["_edgevit_layer_names"].get(node, "")

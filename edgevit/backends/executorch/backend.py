@@ -73,7 +73,7 @@ class ExecuTorchBackend(Backend):
         from executorch.backends.xnnpack.partition.xnnpack_partitioner import XnnpackPartitioner
         from executorch.exir import to_edge_transform_and_lower
 
-        model = model.eval()
+        model.eval()  # (not `model = model.eval()`: a quantized GraphModule's eval() returns None)
         if precision == "int8":
             assert calibration is not None and len(calibration) > 0, "int8 needs calibration inputs"
             recipe = recipe or QuantRecipe()

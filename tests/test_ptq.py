@@ -1,0 +1,217 @@
+"""PTQ recipe, ViT-aware steps, per-layer sensitivity and mixed precision, on a small trained model.
+
+The model (tests/ptq_models.py) is trained on digits once per session; real PT2E calibration, real
+XNNPACK lowering, and every accuracy number measured by running the .pte in the ExecuTorch runtime.
+"""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+import torch
+
+from edgevit.backends import get_backend
+from edgevit.cli import main
+from edgevit.compile import CompileOptions, compile_model
+from edgevit.compile.evaluate import run_batched
+from edgevit.data import load_image_folder, synthetic_images
+from edgevit.models import deploy
+from edgevit.models._resolve import resolve_model
+from edgevit.quantization import OBSERVERS, PercentileObserver, QuantRecipe, quantize_static
+from edgevit.quantization.layers import module_types
+from edgevit.quantization.reparam import RescaledStandardize, rescale_norms
+from edgevit.training import topk_accuracy
+from ptq_models import trained_digits
+
+TESTS = Path(__file__).parent
+SHAPE = "1,3,32,32"
+
+
+@pytest.fixture(autouse=True)
+def _user_package_importable(monkeypatch):
+    monkeypatch.chdir(TESTS)  # `ptq_models:...` resolves like a user's package in the cwd
+
+
+@pytest.fixture(scope="module")
+def net():
+    return trained_digits()
+
+
+def _cli(capsys, *args) -> tuple[int, str, str]:
+    code = main([str(a) for a in args])
+    captured = capsys.readouterr()
+    return code, captured.out, " ".join(captured.err.split())
+
+
+def _compile(tmp_path, net, weights="clean_weights", model="ptq_models:build_digits_net", **kw):
+    return compile_model(CompileOptions(model=model, device="host", backend="executorch", precision="int8",
+                                        weights=net[weights], calib=net["calib"], input_shape=SHAPE,
+                                        num_verify=16, output_root=tmp_path, **kw))
+
+
+def _artifact_top1(net, artifact: Path) -> float:
+    logits = run_batched(get_backend("executorch").load(artifact), net["inputs"], 1)
+    return topk_accuracy(logits, net["labels"], (1,))["top1"]
+
+
+def test_every_observer_compiles_verifies_and_reaches_the_artifact(tmp_path, net):
+    hashes = {}
+    for observer in OBSERVERS:
+        result = _compile(tmp_path / observer, net, observer=observer)
+        m = result.manifest
+        assert m["verification"]["passed"] and m["verification"]["sqnr_db"] > 15, observer
+        assert m["quantization"]["observer"] == observer and m["quantization"]["calibration_count"] == 32
+        assert m["quantization"]["vit_aware"] == QuantRecipe().describe()["vit_aware"]
+        hashes[observer] = m["artifact"]["sha256"]
+    assert len(set(hashes.values())) == len(OBSERVERS)  # each observer gave different int8 ranges
+
+
+def test_percentile_observer_clips_a_rare_outlier():
+    values = torch.cat([torch.rand(100_000), torch.tensor([1000.0])])
+    observer = PercentileObserver(percentile=99.99, dtype=torch.int8, quant_min=-128, quant_max=127)
+    observer(values)
+    scale, zero_point = observer.calculate_qparams()
+    covered = float(scale) * (127 - int(zero_point))  # the largest value the range represents
+    # The 1000 is clipped (min-max would cover it); the edge is within one of torchao's 2048 histogram
+    # bins over [min, max] (0.49 here), the resolution the percentile is read at.
+    assert 0.9 < covered < 1.0 + 1000 / 2048 + 0.01
+
+
+def test_rescale_norms_is_exact_in_fp32_and_equalises_channel_widths():
+    model = deploy(resolve_model("tiny_vit_micro").module)  # seeded trained-like statistics
+    pre = resolve_model("tiny_vit_micro").preprocessing
+    from edgevit.data import Preprocess
+    x = synthetic_images(Preprocess(64, 64, tuple(pre["mean"]), tuple(pre["std"])), 16).inputs
+    with torch.no_grad():
+        before = model(x)
+    rescaled = rescale_norms(model, x)
+    assert len(rescaled) >= 5  # attention and MLP norms of every block, and the head's
+    widths = {}
+
+    def record(name):
+        def hook(module, args, y):
+            widths[name] = y.reshape(-1, y.shape[-1]).aminmax(dim=0)
+        return hook
+    hooks = [m.register_forward_hook(record(n)) for n, m in model.named_modules()
+             if isinstance(m, RescaledStandardize)]
+    with torch.no_grad():
+        after = model(x)
+    for h in hooks:
+        h.remove()
+    torch.testing.assert_close(after, before, rtol=1e-5, atol=1e-5)
+    for name, (lo, hi) in widths.items():
+        width = hi - lo
+        assert torch.allclose(width, width.mean().expand_as(width), rtol=1e-3, atol=1e-5), name
+
+
+def test_float_norm_keeps_norm_statistics_out_of_int8():
+    model = deploy(resolve_model("tiny_vit_micro").module)
+    x = torch.randn(16, 3, 64, 64)
+
+    def quantized_in_norms(recipe):
+        from edgevit.backends.executorch.quantizer import xnnpack_int8_quantizer
+        graph, _ = quantize_static(model, torch.zeros(1, 3, 64, 64), recipe, xnnpack_int8_quantizer(recipe), x)
+        arithmetic = {torch.ops.aten.mul.Tensor, torch.ops.aten.add.Tensor, torch.ops.aten.sub.Tensor,
+                      torch.ops.aten.rsqrt.default}
+        # int8 tensors computed inside a norm: squares, variance + eps, rsqrt, the scaling. (Its input, a
+        # reshape of it and the row mean share the previous op's int8 grid either way.)
+        return sum(1 for n in graph.graph.nodes if "quantize_per_tensor" in str(n.target)
+                   and getattr(n.args[0], "target", None) in arithmetic and "Standardize" in module_types(n.args[0]))
+
+    assert quantized_in_norms(QuantRecipe(observer="minmax", float_norm=False)) > 0
+    assert quantized_in_norms(QuantRecipe(observer="minmax", float_norm=True)) == 0
+
+
+def test_bias_correction_cuts_the_mean_error_and_leaves_the_float_model_alone(net):
+    from edgevit.backends.executorch.quantizer import xnnpack_int8_quantizer
+    from edgevit.models._checkpoint import load_weights
+    model = resolve_model("ptq_models:build_digits_net", (1, 3, 32, 32)).module
+    load_weights(model, net["clean_weights"])
+    deployed = deploy(model)
+    calib = load_image_folder(net["calib"], net["preprocess"], 32).inputs
+    state = {k: v.clone() for k, v in deployed.state_dict().items()}
+    with torch.no_grad():
+        reference = deployed(calib)
+    errors = {}
+    for on in (False, True):
+        recipe = QuantRecipe(observer="minmax", bias_correction=on)
+        graph, steps = quantize_static(deployed, torch.zeros(1, 3, 32, 32), recipe, xnnpack_int8_quantizer(recipe),
+                                       calib)
+        with torch.no_grad():
+            errors[on] = (reference - graph(calib)).mean(0).abs().mean()
+    assert steps["bias_corrected_layers"] == ["features.0", "features.2", "features.4", "fc1", "fc2"]
+    assert errors[True] < errors[False] / 2
+    assert all(torch.equal(v, deployed.state_dict()[k]) for k, v in state.items())  # not written through
+
+
+def test_sensitivity_report_ranks_the_massive_activation_layers_first(tmp_path, capsys, net):
+    code, out, err = _cli(capsys, "quant-report", "ptq_models:build_digits_net", "--weights", net["weights"],
+                          "--calib", net["calib"], "--input-shape", SHAPE, "-o", tmp_path)
+    assert code == 0, err
+    folder = tmp_path / "ptq_models.build_digits_net-quant-report"
+    report = json.loads((folder / "sensitivity.json").read_text())
+    names = [row["name"] for row in report["layers"]]
+    assert sorted(names) == ["fc1", "fc2", "features.0", "features.2", "features.4"]
+    assert set(names[:2]) == {"fc1", "fc2"}  # the tensor with the massive unit: fc1's output, fc2's input
+    sqnr = [row["sqnr_db"] for row in report["layers"]]
+    assert sqnr == sorted(sqnr) and sqnr[0] < 10 < sqnr[-1]
+    assert report["full_int8"]["sqnr_db"] < 10 and report["samples"] == 32
+    assert (folder / "sensitivity.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    rows = [line for line in out.splitlines() if line.startswith("│")]
+    assert len(rows) == 5 and "fc" in rows[0]  # the table, most sensitive first
+
+
+def test_mixed_precision_meets_the_budget_with_the_fewest_fp32_layers(tmp_path, net):
+    result = _compile(tmp_path, net, weights="weights", max_drop=1.0, eval_dir=net["test"])
+    mp, q = result.manifest["mixed_precision"], result.manifest["quantization"]
+    assert mp["metric"] == "top1_drop" and mp["eval_images"] == 450
+    assert mp["drop_int8"] > 20  # full int8 cannot hold the massive unit
+    assert mp["measured_drop"] <= 1.0
+    assert mp["layers_fp32"] and set(mp["layers_fp32"]) <= {"fc1", "fc2"} and q["fp32_layers"] == mp["layers_fp32"]
+    assert mp["latency_ms_int8"] > 0 and mp["latency_ms_mixed"] > 0
+    # Independently: the written artifact, run fresh, within the budget of the fp32 model.
+    with torch.no_grad():
+        fp32 = topk_accuracy(net["model"](net["inputs"]), net["labels"], (1,))["top1"]
+    assert fp32 - _artifact_top1(net, result.artifact) <= 1.0
+
+
+def test_unreachable_max_drop_says_the_best_reached(tmp_path, capsys, net):
+    code, out, err = _cli(capsys, "compile", "ptq_models:build_digits_net_shifted", "-d", "host", "--backend",
+                          "executorch", "--precision", "int8", "--weights", net["weights"], "--calib", net["calib"],
+                          "--input-shape", SHAPE, "--max-drop", "1", "--eval", net["test"], "-o", tmp_path / "out")
+    assert code == 2
+    assert "--max-drop 1 cannot be met" in err and "even with all 5 conv/linear layers in fp32" in err
+    assert "the best reached: " in err and "adds, muls" in err
+    assert not (tmp_path / "out").exists() or not any((tmp_path / "out").iterdir())
+
+
+BAD_INPUTS = {
+    "unknown observer": (["--observer", "histgram"], ["Unknown observer 'histgram'", "Did you mean: histogram"]),
+    "unknown ptq step": (["--ptq-steps", "float-norm,bias-corection"],
+                         ["Unknown PTQ step 'bias-corection'", "bias-correction"]),
+    "recipe on fp32": (["--precision", "fp32", "--observer", "minmax"], ["--observer applies to static int8"]),
+    "recipe on litert": (["--backend", "litert", "--max-drop", "1"], ["--max-drop applies", "litert int8"]),
+    "eval without max-drop": (["--eval", "{test}"], ["--eval only serves --max-drop"]),
+    "eval without class folders": (["--max-drop", "1", "--eval", "{calib}"], ["has no class subfolders"]),
+    "unknown fp32 layer": (["--fp32-layer", "fc3"], ["Unknown layer 'fc3'", "fc1"]),
+    "calibration too small": (["--num-calib", "100"], ["has 64 images, but 100 were asked for", "--num-calib"]),
+}
+
+
+@pytest.mark.parametrize("case", list(BAD_INPUTS))
+def test_bad_ptq_input_is_one_clear_paragraph(tmp_path, capsys, net, case):
+    args, expected = BAD_INPUTS[case]
+    args = [a.replace("{test}", str(net["test"])).replace("{calib}", str(net["calib"])) for a in args]
+    base = ["compile", "ptq_models:build_digits_net", "-d", "host", "--weights", net["clean_weights"],
+            "--calib", net["calib"], "--input-shape", SHAPE, "-o", tmp_path / "out"]
+    if "--backend" not in args:
+        base += ["--backend", "executorch"]
+    if "--precision" not in args and "--backend" not in args:
+        base += ["--precision", "int8"]
+    code, out, err = _cli(capsys, *base, *args)
+    assert code == 2, err
+    for text in expected:
+        assert text in err, (text, err)
+    assert "Traceback" not in err
+    assert not (tmp_path / "out").exists() or not any((tmp_path / "out").rglob("manifest.json"))
