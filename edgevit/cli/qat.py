@@ -12,7 +12,7 @@ from ._ui import out, print_json, progress_display
 
 @cli.command("qat")
 @click.argument("model")
-@click.option("--bits", required=True, help="wNaM: N-bit weights (2..8), M-bit activations (4..8); e.g. w8a8, w6a6, w4a8.")
+@click.option("--bits", required=True, help="wNaM: N-bit weights, M-bit activations, each 2..8; e.g. w8a8, w6a6, w4a8.")
 @click.option("--data", required=True, type=click.Path(path_type=Path),
               help="Labelled training images: one subfolder per class (ImageFolder layout).")
 @click.option("--epochs", default=3, show_default=True, type=click.IntRange(1), help="QAT epochs.")
@@ -22,7 +22,7 @@ from ._ui import out, print_json, progress_display
 @click.option("--ptq-only", is_flag=True, help="Calibrate only, no QAT.")
 @click.option("--num-calib", default=32, show_default=True, type=click.IntRange(1),
               help="PTQ calibration images, taken from --data.")
-@click.option("--lr", default=5e-4, show_default=True, type=click.FloatRange(min=0, min_open=True),
+@click.option("--lr", default=2e-4, show_default=True, type=click.FloatRange(min=0, min_open=True),
               help="QAT learning rate.")
 @click.option("--eval", "eval_dir", type=click.Path(path_type=Path),
               help="Labelled held-out images for top-1 (default: a stratified 25%% of --data held out).")

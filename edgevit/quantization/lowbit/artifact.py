@@ -3,6 +3,11 @@
 The folder holds ``model.qonnx.onnx`` (FINN/hls4ml), ``model.qcdq.onnx`` (any ONNX runtime),
 ``qat_weights.safetensors`` (the Brevitas state dict, scales included), ``manifest.json`` (per-layer
 quantizer settings for the FPGA flow, accuracy, round-trip checks) and ``report.md``.
+
+To rebuild the QAT model in PyTorch: load the same fp32 ``--weights``, ``deploy``, ``quantize_lowbit``
+with the same spec/po2, ``calibrate`` on anything (creates the scale parameters), then
+``load_state_dict`` the safetensors file. The fp32 weights are needed because the deploy form's
+attention-bias tables are derived buffers, not part of any state dict.
 """
 from __future__ import annotations
 
@@ -44,7 +49,7 @@ class QatOptions:
     eval_dir: Path | None = None
     output_root: Path = Path("out")
     num_calib: int = 32
-    lr: float = 5e-4
+    lr: float = 2e-4
     num_classes: int | None = None
 
 
@@ -136,6 +141,8 @@ def build_qat_artifact(opts: QatOptions, progress=None) -> QatResult:
         "accuracy_top1": {k: round(v, 2) for k, v in result.accuracy.items()},
         "roundtrip": result.roundtrip,
         "artifacts": [_artifact_entry(k, v) for k, v in blobs.items()],
+        "rebuild": "deploy(model with the fp32 weights) -> quantize_lowbit(spec, po2) -> calibrate(any images) "
+                   "-> load_state_dict(qat_weights.safetensors)",
         "inputs": [{"name": "pixel_values", "shape": [1, *resolved.preprocessing["input_size"]], "dtype": "float32"}],
         "preprocessing": preprocess.describe(),
         "tool_versions": {"edgevit": version("edgevit"), "python": platform.python_version(),
