@@ -57,6 +57,9 @@ _NEEDS_NHWC = {"convolution.default", "upsample_bilinear2d.vec", "mean.dim", "ma
                "avg_pool2d.default"}
 _NEEDS_NCHW = {"view_copy.default", "unsqueeze_copy.default", "linear.default"}
 _RESHAPE = {"view_copy.default", "unsqueeze_copy.default"}
+# Data movement XNNPACK runs in int8 only with the same scale and zero point in and out; a quantizer that
+# observes its output separately makes it a float op between two Converts.
+_PURE_COPY = _RESHAPE | {"permute_copy.default", "slice_copy.Tensor"}
 _BINARY = {"add.Tensor", "sub.Tensor", "mul.Tensor", "div.Tensor"}
 _FUSES_ACTIVATION = {"convolution.default", "add.Tensor", "sub.Tensor", "mul.Tensor", "linear.default"}
 _FUSABLE_ACTIVATION = {"relu.default", "hardtanh.default"}
@@ -147,14 +150,32 @@ class _Walker:
     def edge(self, node) -> str | None:
         return _EDGE_NAME.get(_kind(node))
 
+    def consumers(self, node) -> list:
+        """The users of ``node``, looking through the ops that vanish (dropout, clone, ...)."""
+        found = []
+        for user in node.users:
+            found += self.consumers(user) if _kind(user) in _VANISH else [user]
+        return found
+
+    def producer(self, node):
+        """The node that computes ``node``'s value, looking back through the ops that vanish."""
+        while node.op == "call_function" and _kind(node) in _VANISH and node.all_input_nodes:
+            node = node.all_input_nodes[0]
+        return node
+
     def runs_int8(self, node, out_node) -> bool:
         """dequantize -> op (-> fused activation ``out_node``) -> quantize, for an op XNNPACK takes in int8."""
         if not self.quantized:
             return False
         ins = self.activation_inputs(node)
-        outs = list(out_node.users)
-        return (bool(ins) and all(_kind(a) in _DQ for a in ins)
-                and bool(outs) and all(u.op == "call_function" and _kind(u) in _Q for u in outs))
+        outs = self.consumers(out_node)
+        if not (ins and all(_kind(a) in _DQ for a in ins)
+                and outs and all(u.op == "call_function" and _kind(u) in _Q for u in outs)):
+            return False
+        if self.edge(node) in _PURE_COPY:  # int8 copies only where nothing is requantized
+            params = {tuple(q.args[1:3]) for q in [*ins, *outs]}
+            return len(params) == 1
+        return True
 
     def bytes_per(self, int8: bool) -> int:
         return 1 if int8 else (2 if self.float_precision == "fp16" else 4)
@@ -206,9 +227,9 @@ class _Walker:
     def visit(self, node) -> None:
         kind = _kind(node)
         if kind in _Q:
-            src = node.args[0]
+            src = self.producer(node.args[0])
             if src.op == "placeholder" or (src.op == "call_function" and src not in self.int8_ops
-                                           and _kind(src) not in _Q | _DQ and _kind(src) not in _VANISH):
+                                           and _kind(src) not in _Q | _DQ):
                 n = self.numel(node)
                 self.emit("convert", node if src.op != "placeholder" else next(iter(node.users)), n, 5 * n,
                           "quantize")
@@ -329,8 +350,8 @@ class _Walker:
         elif edge in _FUSABLE_ACTIVATION or kind in _FUSABLE_ACTIVATION:
             self.emit("unary", node, n_out, io, kind, int8)
         elif edge == "mul.Tensor" and self.is_square(node):
-            if not self.quantized:
-                return  # fused into the following mean as "Mean Squared" (see mean_of_square)
+            if self.squares_into_mean(node):
+                return  # priced with the mean that follows it (see mean_of_square)
             self.emit("unary", node, n_out, io, "square", int8)  # XNNPACK rewrites x * x as Square
         else:
             category = _CATEGORY.get(edge, "unary")
@@ -343,12 +364,13 @@ class _Walker:
         """A reshape feeding only another reshape of the same precision (XNNPACK merges the two)."""
         if self.edge(node) not in _RESHAPE:
             return False
-        int8_input = all(_kind(a) in _DQ for a in self.activation_inputs(node))
+        int8 = self.runs_int8(node, node)
         through_quantize, user = False, node
-        while len(user.users) == 1:  # through the quantize -> dequantize pair of an int8 reshape
+        while len(user.users) == 1:  # through the quantize -> dequantize pair between two int8 reshapes
             user = next(iter(user.users))
             if _kind(user) not in _Q | _DQ:
-                return self.edge(user) in _RESHAPE and through_quantize == (self.quantized and int8_input)
+                return (self.edge(user) in _RESHAPE and through_quantize == int8
+                        and self.runs_int8(user, user) == int8)
             through_quantize = True
         return False
 
@@ -370,15 +392,17 @@ class _Walker:
         if len(node.args) < 2 or not all(isinstance(a, torch.fx.Node) for a in node.args[:2]):
             return False
         a, b = node.args[:2]
-        if self.quantized:
-            return a is b or (_kind(a) in _DQ and _kind(b) in _DQ and a.args[0] is b.args[0])
+        return a is b or (_kind(a) in _DQ and _kind(b) in _DQ and a.args[0] is b.args[0])
+
+    def squares_into_mean(self, node) -> bool:
+        """A float x * x whose only user is a mean: XNNPACK runs the two as one "Mean Squared"."""
         users = list(node.users)
-        return a is b and len(users) == 1 and _kind(users[0]) == "mean"
+        return (_kind(node) == "mul" and self.is_square(node) and node not in self.int8_ops
+                and len(users) == 1 and _kind(users[0]) == "mean")
 
     def mean_of_square(self, node) -> bool:
         src = node.args[0]
-        return (not self.quantized and isinstance(src, torch.fx.Node) and _kind(src) == "mul"
-                and self.is_square(src))
+        return isinstance(src, torch.fx.Node) and self.squares_into_mean(src)
 
 
 def graph_work(graph: torch.fx.GraphModule, precision: str, name: str = "model",
