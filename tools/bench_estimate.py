@@ -50,20 +50,24 @@ PRECISIONS = ("fp32", "int8")
 BAND = 0.15
 
 
-def _sources_key(*folders: str) -> str:
+def _sources_key(*patterns: str) -> str:
     """A hash of the sources that decide what gets built, so a changed pipeline rebuilds its artifacts."""
     import edgevit
 
     digest = hashlib.sha256(f"{torch.__version__} {version('executorch')}".encode())
     base = Path(edgevit.__file__).parent
-    for folder in folders:
-        for path in sorted((base / folder).rglob("*.py")):
+    for pattern in patterns:
+        for path in sorted(base.glob(pattern)):
             digest.update(path.read_bytes())
     return digest.hexdigest()[:12]
 
 
+_BUILD = ("models/**/*.py", "backends/executorch/*.py", "quantization/*.py", "compile/pipeline.py",
+          "compile/capture.py")
+
+
 def compile_all(root: Path, configs, precisions, log) -> list[dict]:
-    key = _sources_key("models", "quantization", "backends/executorch", "compile")
+    key = _sources_key(*_BUILD)
     entries = []
     for precision in precisions:
         for model, res in configs:
@@ -83,7 +87,7 @@ def compile_all(root: Path, configs, precisions, log) -> list[dict]:
 
 def work_items(root: Path, entry: dict) -> ModelWork:
     """The work items of an artifact's model, cached by the graph walker's source (it is deterministic)."""
-    key = _sources_key("models", "quantization", "backends/executorch", "estimate")
+    key = _sources_key(*_BUILD, "estimate/*.py")
     cache = root / "work" / key / f"{entry['model']}-{entry['res']}-{entry['precision']}.json"
     if cache.exists():
         data = json.loads(cache.read_text())
