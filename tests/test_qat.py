@@ -18,9 +18,18 @@ from onnx import numpy_helper
 from edgevit.cli import main
 from edgevit.data import Preprocess, digits, split_indices, write_labelled_folder
 from edgevit.models import create_model, deploy, get_model_spec
-from edgevit.quantization.lowbit import (LowBitSpec, QcdqRunner, QonnxRunner, UnsupportedBitsError, calibrate,
-                                         export_qcdq_bytes, export_qonnx_bytes, layer_settings, quantize_lowbit,
-                                         quantized_layers)
+from edgevit.quantization.lowbit import (
+    LowBitSpec,
+    QcdqRunner,
+    QonnxRunner,
+    UnsupportedBitsError,
+    calibrate,
+    export_qcdq_bytes,
+    export_qonnx_bytes,
+    layer_settings,
+    quantize_lowbit,
+    quantized_layers,
+)
 from edgevit.quantization.lowbit.pipeline import _compare
 from edgevit.training import evaluate_logits, topk_accuracy, train_classifier
 
@@ -237,3 +246,16 @@ def test_bad_qat_input_is_one_clear_paragraph_and_writes_nothing(folders, tmp_pa
                 "classes": "3 class subfolders but efficientformer_micro has 10 outputs"}[case]
     assert expected in " ".join(err.split())
     assert not (tmp_path / "out").exists() or not any((tmp_path / "out").iterdir())
+
+
+def test_shapes_set_is_seeded_balanced_and_not_trivial():
+    from edgevit.data import shapes
+    images, labels, classes = shapes(64, per_class=20, seed=0)
+    again, _, _ = shapes(64, per_class=20, seed=0)
+    other, _, _ = shapes(64, per_class=20, seed=1)
+    assert images.shape == (200, 64, 64, 3) and images.dtype == np.uint8 and len(classes) == 10
+    assert np.array_equal(images, again) and not np.array_equal(images, other)
+    assert np.bincount(labels).tolist() == [20] * 10
+    # Colour and position vary within a class: the mean image of a class says little about its label.
+    means = np.stack([images[labels == c].mean(axis=0) for c in range(10)])
+    assert means.std(axis=0).mean() < images.std(axis=0).mean() / 3

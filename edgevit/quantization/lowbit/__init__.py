@@ -16,10 +16,10 @@ from .pipeline import LowBitResult, QatSettings, lowbit_pipeline, roundtrip_tole
 from .quantize import calibrate, layer_settings, quantize_lowbit, quantized_layers
 from .spec import ACT_BITS, WEIGHT_BITS, LowBitSpec, UnsupportedBitsError
 
-__all__ = ["LowBitSpec", "UnsupportedBitsError", "WEIGHT_BITS", "ACT_BITS", "quantize_lowbit", "calibrate",
-           "layer_settings", "quantized_layers", "export_qonnx_bytes", "export_qcdq_bytes", "QcdqRunner",
-           "QonnxRunner", "QatSettings", "LowBitResult", "lowbit_pipeline", "roundtrip_tolerance",
-           "QatOptions", "QatResult", "build_qat_artifact"]
+__all__ = ["ACT_BITS", "WEIGHT_BITS", "LowBitResult", "LowBitSpec", "QatOptions", "QatResult",
+           "QatSettings", "QcdqRunner", "QonnxRunner", "UnsupportedBitsError", "build_qat_artifact",
+           "calibrate", "export_qcdq_bytes", "export_qonnx_bytes", "layer_settings", "lowbit_pipeline",
+           "quantize_lowbit", "quantized_layers", "roundtrip_tolerance"]
 
 # Brevitas announces at import that an optional CUDA kernel package is missing; nothing we use needs it.
 _warnings.filterwarnings("ignore", message="fast_hadamard_transform package not found")

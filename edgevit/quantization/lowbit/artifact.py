@@ -20,7 +20,12 @@ from pathlib import Path
 
 import torch
 
-from ..._io import atomic_directory, atomic_write_json, atomic_write_text, ensure_writable_dir
+from ..._io import (
+    atomic_directory,
+    atomic_write_json,
+    atomic_write_text,
+    ensure_writable_dir,
+)
 from ...data import LabelledSet, Preprocess, load_labelled_folder, split_indices
 from ...errors import EdgevitError, VerificationError
 from ...models import deploy
@@ -28,7 +33,9 @@ from ...models._checkpoint import load_weights
 from ...models._resolve import resolve_model
 from ...models._synthetic import SYNTHETIC_WEIGHTS_NOTE
 from .pipeline import LowBitResult, QatSettings, lowbit_pipeline
-from .quantize import __doc__ as QUANTIZE_DECISIONS  # noqa: N812 - the decisions, quoted in the report
+from .quantize import (
+    __doc__ as QUANTIZE_DECISIONS,  # the decisions, quoted in the report
+)
 from .spec import LowBitSpec
 
 __all__ = ["QatOptions", "QatResult", "build_qat_artifact"]
@@ -132,8 +139,8 @@ def build_qat_artifact(opts: QatOptions, progress=None) -> QatResult:
             "float_ops": "attention matmuls, softmax, GELU/ReLU, LayerNorm standardisation, residual adds, pooling",
             "layers": result.layers,
         },
-        "data": {"train": {"source": labelled.source, "count": int(len(train[1])), "classes": labelled.classes},
-                 "eval": {"source": eval_source, "count": int(len(evaluation[1]))},
+        "data": {"train": {"source": labelled.source, "count": len(train[1]), "classes": labelled.classes},
+                 "eval": {"source": eval_source, "count": len(evaluation[1])},
                  "calibration": {"count": min(settings.num_calib, len(train[1])), "from": "train, seeded subset"}},
         "qat": ({"epochs": settings.epochs, "lr": settings.lr, "batch_size": settings.batch_size,
                  "weight_decay": 0.0, "loss_per_epoch": [round(v, 4) for v in result.qat_loss]}
@@ -174,9 +181,9 @@ def render_report(m: dict) -> str:
               "qat": f"{q['bits']} QAT (Brevitas)", "qcdq_onnx": f"{q['bits']} model.qcdq.onnx (onnxruntime)"}
     lines += [f"| {labels[k]} | {v:.2f} |" for k, v in acc.items()]
     lines += ["", "## Exports re-executed against the Brevitas model", "",
-              "Match: >= 90 % of images within the tight bound (float rounding), all within the loose one "
-              "(a rare one-step rounding flip). The optimized row is informative (integer kernels round "
-              "differently).", "",
+              ("Match: >= 90 % of images within the tight bound (float rounding), all within the loose one "
+               "(a rare one-step rounding flip). The optimized row is informative (integer kernels round "
+               "differently)."), "",
               "| export | runtime | images | median / max abs diff | within tight | tight / loose | top-1 agree | match |",
               "|---|---|---:|---:|---:|---:|---:|---|"]
     for k, r in m["roundtrip"].items():

@@ -21,7 +21,7 @@ import numpy as np
 import torch
 from torch import nn
 
-__all__ = ["export_qonnx_bytes", "export_qcdq_bytes", "QonnxRunner", "QcdqRunner"]
+__all__ = ["QcdqRunner", "QonnxRunner", "export_qcdq_bytes", "export_qonnx_bytes"]
 
 
 @contextlib.contextmanager
@@ -80,8 +80,12 @@ class QonnxRunner:
         import onnx
         from qonnx.core.modelwrapper import ModelWrapper
         from qonnx.transformation.fold_constants import FoldConstants
-        from qonnx.transformation.general import (GiveUniqueNodeNames, GiveUniqueParameterTensors,
-                                                  RemoveStaticGraphInputs, RemoveUnusedTensors)
+        from qonnx.transformation.general import (
+            GiveUniqueNodeNames,
+            GiveUniqueParameterTensors,
+            RemoveStaticGraphInputs,
+            RemoveUnusedTensors,
+        )
         from qonnx.transformation.infer_shapes import InferShapes
 
         model = ModelWrapper(onnx.load_from_string(data))

@@ -19,7 +19,7 @@ from .onnx_export import QcdqRunner, QonnxRunner, export_qcdq_bytes, export_qonn
 from .quantize import calibrate, layer_settings, quantize_lowbit
 from .spec import LowBitSpec
 
-__all__ = ["QatSettings", "LowBitResult", "lowbit_pipeline", "roundtrip_tolerance"]
+__all__ = ["LowBitResult", "QatSettings", "lowbit_pipeline", "roundtrip_tolerance"]
 
 
 @dataclass(frozen=True)

@@ -27,7 +27,7 @@ from torch import nn
 
 from .spec import LowBitSpec, act_quantizer, weight_quantizer
 
-__all__ = ["quantize_lowbit", "calibrate", "layer_settings", "quantized_layers"]
+__all__ = ["calibrate", "layer_settings", "quantize_lowbit", "quantized_layers"]
 
 _COMPUTE = (nn.Conv2d, nn.Linear)
 

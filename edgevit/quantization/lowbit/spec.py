@@ -16,7 +16,7 @@ from dataclasses import dataclass
 
 from ...errors import EdgevitError
 
-__all__ = ["LowBitSpec", "UnsupportedBitsError", "WEIGHT_BITS", "ACT_BITS", "weight_quantizer", "act_quantizer"]
+__all__ = ["ACT_BITS", "WEIGHT_BITS", "LowBitSpec", "UnsupportedBitsError", "act_quantizer", "weight_quantizer"]
 
 WEIGHT_BITS = range(2, 9)
 ACT_BITS = range(2, 9)
