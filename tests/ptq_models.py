@@ -7,9 +7,9 @@ trained SHViT micro (a last-stage channel ~70x wider than the median). One per-t
 that tensor then leaves the other 63 units no levels to speak of, so full int8 loses accuracy, the
 sensitivity report puts fc1/fc2 first, and keeping them in fp32 gets the accuracy back.
 
-``build_digits_net_shifted`` is the same network plus an int8 ``add`` (of a zero vector) on that hidden
-tensor: an op that is not a conv/linear layer, so it stays int8 even with every layer in fp32, and no
-``--max-drop`` can be met.
+``build_digits_net_concat`` is the same network with that hidden tensor split in two and concatenated
+again: concatenation only moves int8 values, so it is not a layer mixed precision can leave in fp32,
+and with the massive unit in it no ``--max-drop`` can be met.
 """
 from __future__ import annotations
 
@@ -24,7 +24,7 @@ SIZE = 32
 
 
 class DigitsNet(nn.Module):
-    def __init__(self, shifted: bool = False):
+    def __init__(self, concat: bool = False):
         super().__init__()
         torch.manual_seed(0)
         self.features = nn.Sequential(
@@ -34,13 +34,12 @@ class DigitsNet(nn.Module):
         self.fc1 = nn.Linear(32 * 16, 64)
         self.act = nn.ReLU()
         self.fc2 = nn.Linear(64, 10)
-        self.shifted = shifted
-        self.register_buffer("shift", torch.zeros(64), persistent=False)  # not in the weights file
+        self.concat = concat
 
     def forward(self, x):
         hidden = self.act(self.fc1(self.features(x)))
-        if self.shifted:
-            hidden = hidden + self.shift
+        if self.concat:
+            hidden = torch.cat([hidden[:, :32], hidden[:, 32:]], dim=1)
         return self.fc2(hidden)
 
 
@@ -48,8 +47,8 @@ def build_digits_net() -> nn.Module:
     return DigitsNet()
 
 
-def build_digits_net_shifted() -> nn.Module:
-    return DigitsNet(shifted=True)
+def build_digits_net_concat() -> nn.Module:
+    return DigitsNet(concat=True)
 
 
 @functools.lru_cache(maxsize=None)
@@ -91,5 +90,5 @@ def trained_digits() -> dict:
     for path in sorted(calib.rglob("*.png")):
         path.rename(flat / path.name)
     test_dir = write_labelled_folder(root / "test", images[test], labels[test], classes)
-    return {"weights": weights, "clean_weights": clean, "calib": flat, "test": test_dir, "model": model.eval(), "inputs": x[test],
-            "labels": torch.from_numpy(labels[test]), "preprocess": pre}
+    return {"weights": weights, "clean_weights": clean, "calib": flat, "test": test_dir, "model": model.eval(),
+            "inputs": x[test], "labels": torch.from_numpy(labels[test]), "preprocess": pre}

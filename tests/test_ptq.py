@@ -177,12 +177,12 @@ def test_mixed_precision_meets_the_budget_with_the_fewest_fp32_layers(tmp_path, 
 
 
 def test_unreachable_max_drop_says_the_best_reached(tmp_path, capsys, net):
-    code, out, err = _cli(capsys, "compile", "ptq_models:build_digits_net_shifted", "-d", "host", "--backend",
+    code, out, err = _cli(capsys, "compile", "ptq_models:build_digits_net_concat", "-d", "host", "--backend",
                           "executorch", "--precision", "int8", "--weights", net["weights"], "--calib", net["calib"],
                           "--input-shape", SHAPE, "--max-drop", "1", "--eval", net["test"], "-o", tmp_path / "out")
     assert code == 2
-    assert "--max-drop 1 cannot be met" in err and "even with all 5 conv/linear layers in fp32" in err
-    assert "the best reached: " in err and "adds, muls" in err
+    assert "--max-drop 1 cannot be met" in err and "even with all 5 layers (conv, linear, add, mul) in fp32" in err
+    assert "the best reached: " in err and "concatenation and pooling stay int8" in err
     assert not (tmp_path / "out").exists() or not any((tmp_path / "out").iterdir())
 
 

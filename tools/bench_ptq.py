@@ -25,6 +25,7 @@ import torch
 
 warnings.filterwarnings("ignore")
 logging.getLogger("torchao").setLevel(logging.ERROR)
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # measure this checkout, not an installed copy
 
 from edgevit.backends import get_backend  # noqa: E402
 from edgevit.compile import SilentProgress  # noqa: E402
@@ -32,6 +33,7 @@ from edgevit.compile.evaluate import run_batched  # noqa: E402
 from edgevit.compile.metrics import compare_outputs  # noqa: E402
 from edgevit.compile.mixed import DropMetric, search_mixed_precision  # noqa: E402
 from edgevit.data import Preprocess, digits, split_indices  # noqa: E402
+from edgevit.errors import EdgevitError  # noqa: E402
 from edgevit.models import create_model, deploy, get_model_spec  # noqa: E402
 from edgevit.quantization import QuantRecipe, quantize_pt2e  # noqa: E402
 from edgevit.training import topk_accuracy, train_classifier  # noqa: E402
@@ -122,7 +124,12 @@ def main(argv=None) -> int:
         results.append({"model": name, "config": "fp32", "top1": fp32})
         for config in args.configs.split(";"):
             started = time.perf_counter()
-            lowered, mixed = lower(config, deployed, example, calibration, spec.family, backend, metric)
+            try:
+                lowered, mixed = lower(config, deployed, example, calibration, spec.family, backend, metric)
+            except EdgevitError as e:  # e.g. a --max-drop no mixed precision reaches: a result too
+                results.append({"model": name, "config": config, "error": str(e)})
+                print(f"  {config:34s} {e}", flush=True)
+                continue
             logits = run_batched(backend.load(lowered.data), x[test], 1)
             agreement = compare_outputs(reference, logits)
             row = {"model": name, "config": config, "top1": topk_accuracy(logits, y[test], (1,))["top1"],

@@ -2,13 +2,14 @@
 
 Start from the full int8 artifact. If its drop (top-1 points vs the fp32 eager model on ``--eval``
 labelled images, or, without labels, 100 - top-1 agreement with fp32 in points) exceeds X, leave the
-most sensitive conv/linear layers in fp32: the quantizer does not annotate them, so XNNPACK runs them
+most sensitive layers (conv, linear, add, mul: quantization/layers.py) in fp32: the quantizer does
+not annotate them, so XNNPACK runs them
 in fp32 inside the same delegate. How many: the eager fake-quant graph (sensitivity.py) estimates the
 drop for any set of fp32 layers in milliseconds, a bisection over the sensitivity ranking finds the
 fewest that meet X by that estimate, and then the candidate is lowered and measured in the real
-runtime; while the measured drop still exceeds X, more layers go to fp32 (up to all of them). The
-estimate can be optimistic: switching a layer's quantizers off also switches off an int8 edge it
-shares with an add or mul, which the lowered graph keeps int8; the measurement decides. Every
+runtime; while the measured drop still exceeds X, more layers go to fp32 (up to all of them): the
+estimate keeps an edge int8 while any int8 op touches it, as the lowered graph does, but only the
+measurement decides. Every
 number in the manifest is measured on a lowered artifact; the latencies of the int8 and the mixed
 artifact are timed here, round-robin, in one run.
 """
@@ -107,9 +108,9 @@ def search_mixed_precision(backend: Backend, deployed: torch.nn.Module, example:
             raise EdgevitError(
                 f"--max-drop {max_drop:g} cannot be met: full int8 loses {int8_drop:.2f} points "
                 f"({metric.name} on {len(metric.inputs)} images from {metric.source}), and even with all "
-                f"{len(chosen) + len(ranking)} conv/linear layers in fp32 it loses {drop:.2f} (the best reached: "
-                f"{best[1]:.2f} points, with {len(chosen) + best[0]} layers in fp32); the int8 ops that are not "
-                "layers (adds, muls, pooling, concatenation) stay int8. Nothing was written. Raise --max-drop, "
+                f"{len(chosen) + len(ranking)} layers (conv, linear, add, mul) in fp32 it loses {drop:.2f} (the best "
+                f"reached: {best[1]:.2f} points, with {len(chosen) + best[0]} layers in fp32); concatenation and "
+                "pooling stay int8. Nothing was written. Raise --max-drop, "
                 "compile with --precision fp32, or see `edgevit quant-report` for where the loss is.")
         k = min(len(ranking), max(k + 1, k * 2))
     with progress.stage("timing int8 vs mixed (round-robin)"):

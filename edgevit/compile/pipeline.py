@@ -27,7 +27,7 @@ from ..models._checkpoint import load_weights
 from ..models._synthetic import SYNTHETIC_WEIGHTS_NOTE
 from ..models._resolve import ResolvedModel, parse_input_shape, resolve_model
 from ..quantization import DEFAULT_OBSERVER, QuantRecipe
-from ..quantization.layers import weight_layers
+from ..quantization.layers import quantizable_layers
 from .capture import export_static
 from .evaluate import run_batched
 from .mixed import DropMetric, search_mixed_precision
@@ -126,7 +126,7 @@ def _recipe(opts: CompileOptions, backend, precision: str) -> QuantRecipe | None
 
 
 def _check_layer_names(names, exported) -> None:
-    known = list(weight_layers(exported.graph))
+    known = list(quantizable_layers(exported.graph))
     for name in names:
         if name not in known:
             raise UnknownNameError("layer", name, known)

@@ -1,9 +1,9 @@
-"""Per-layer quantization sensitivity: quantize one conv/linear at a time, the rest fp32.
+"""Per-layer quantization sensitivity: quantize one layer (conv, linear, add, mul) at a time, the rest fp32.
 
 One PT2E prepare + calibration with the recipe's quantizer gives every observer its range. Each
 observer is then swapped for a switchable fake-quantizer with exactly the scale/zero-point the
 converted int8 graph would use (torch's ``fake_quantize_per_*`` round and clamp as quantize/dequantize
-do). A layer = its input activation, its weight and its output quantizers; turning on one layer's set
+do). A layer = its input activation(s), its weight (conv/linear) and its output quantizers; turning on one layer's set
 and running the calibration images measures what int8 costs at that layer alone, in eager, without a
 lowering per layer (a lowering takes 20-50 s; one eager pass takes milliseconds). The full int8 row
 turns every quantizer on; it tracks the lowered artifact (README, "Quantization").
@@ -20,7 +20,7 @@ from torch.fx import GraphModule, Node
 from torchao.quantization.pt2e.quantize_pt2e import prepare_pt2e
 from torchao.quantization.pt2e.quantizer import Quantizer
 
-from .layers import weight_layers
+from .layers import quantizable_layers
 from .pt2e import CALIBRATION_BATCH, _capture_for_calibration
 
 __all__ = ["FakeQuantGraph", "LayerSensitivity", "SensitivityResult", "layer_sensitivity", "sqnr_db", "logit_kl"]
@@ -29,7 +29,7 @@ __all__ = ["FakeQuantGraph", "LayerSensitivity", "SensitivityResult", "layer_sen
 @dataclass
 class LayerSensitivity:
     name: str            # the layer name the mixed-precision search and --fp32 exclusions use
-    op: str              # conv2d | linear
+    op: str              # conv2d | linear | add | mul
     params: int
     sqnr_db: float       # logits with only this layer int8 vs fp32 (higher is better)
     kl: float            # mean KL(softmax fp32 || softmax this-layer-int8) per image, nats
@@ -102,6 +102,38 @@ def _layer_quantizers(gm: GraphModule, node: Node) -> list[str]:
     return names
 
 
+# Ops that move or clamp values without computing new ones: an int8 edge runs through them.
+_PASS_THROUGH = {torch.ops.aten.relu.default, torch.ops.aten.hardtanh.default, torch.ops.aten.flatten.using_ints,
+                 torch.ops.aten.view.default, torch.ops.aten.reshape.default, torch.ops.aten.slice.Tensor,
+                 torch.ops.aten.permute.default, torch.ops.aten.transpose.int, torch.ops.aten.squeeze.dim,
+                 torch.ops.aten.unsqueeze.default, torch.ops.aten.clone.default}
+
+
+def _is_int8_op(node: Node) -> bool:
+    annotation = node.meta.get("quantization_annotation")
+    return node.op == "call_function" and node.target not in _PASS_THROUGH and bool(
+        annotation is not None and getattr(annotation, "_annotated", False))
+
+
+def _adjacent_int8_ops(gm: GraphModule, observer: Node) -> set[Node]:
+    """The int8 ops whose input or output is the edge ``observer`` quantizes (through reshapes, ReLUs)."""
+    found, node = set(), observer.args[0]
+    while isinstance(node, Node) and node.op == "call_function" and node.target in _PASS_THROUGH:
+        node = node.args[0]
+    if isinstance(node, Node) and _is_int8_op(node):
+        found.add(node)
+    frontier = list(observer.users)
+    while frontier:
+        user = frontier.pop()
+        if _is_quantizer(gm, user):
+            continue
+        if user.op == "call_function" and user.target in _PASS_THROUGH:
+            frontier += list(user.users)
+        elif _is_int8_op(user):
+            found.add(user)
+    return found
+
+
 def _params(gm: GraphModule, node: Node) -> int:
     """Weight + bias elements of a conv/linear node (its weight may sit behind a quantizer)."""
     total = 0
@@ -143,9 +175,14 @@ class FakeQuantGraph:
                 switch = by_observer[id(module)]
                 self.switches[name] = switch
                 setattr(self.graph, name, switch)
-        self.layers = {name: _layer_quantizers(self.graph, node)
-                       for name, node in weight_layers(self.graph.graph).items()}
-        self._nodes = weight_layers(self.graph.graph)
+        # Layers the quantizer left float (the recipe's float steps, --fp32-layer) have no quantizers.
+        self._nodes = {name: node for name, node in quantizable_layers(self.graph.graph).items()
+                       if _layer_quantizers(self.graph, node)}
+        self.layers = {name: _layer_quantizers(self.graph, node) for name, node in self._nodes.items()}
+        self._users = {}  # quantizer -> the int8 ops on its edge: it stays on while any of them is int8
+        for node in self.graph.graph.nodes:
+            if _is_quantizer(self.graph, node):
+                self._users.setdefault(node.target, set()).update(_adjacent_int8_ops(self.graph, node))
 
     def _chunks(self, inputs: torch.Tensor) -> list[torch.Tensor]:
         chunks = [inputs[i:i + self.step] for i in range(0, len(inputs), self.step)]
@@ -157,10 +194,14 @@ class FakeQuantGraph:
 
     @torch.no_grad()
     def run(self, inputs: torch.Tensor, quantized: set[str] | None = None, fp32_layers=()) -> torch.Tensor:
-        """Logits with the quantizers of ``quantized`` layers only (None: every quantizer) on, minus
-        those of ``fp32_layers``."""
-        on = set(self.switches) if quantized is None else {k for name in quantized for k in self.layers[name]}
-        on -= {k for name in fp32_layers for k in self.layers[name]}
+        """Logits with only the quantizers of the ``quantized`` layers on, or (None) every quantizer
+        except those whose edge touches no int8 op once ``fp32_layers`` are float: an edge a float layer
+        shares with an int8 add or concatenation stays int8, as in the lowered graph."""
+        if quantized is None:  # everything int8 but fp32_layers: as the lowered graph will be
+            off = {self._nodes[name] for name in fp32_layers}
+            on = {k for k, users in self._users.items() if not users or users - off}
+        else:
+            on = {k for name in quantized for k in self.layers[name]}
         on_ids = {id(self.switches[k]) for k in on}
         for switch in self.switches.values():
             switch.enabled = id(switch) in on_ids
@@ -189,5 +230,5 @@ class FakeQuantGraph:
 def layer_sensitivity(model: nn.Module, example: torch.Tensor, quantizer: Quantizer, calibration: torch.Tensor,
                       batch: int | None = None, on_layer: Callable[[int, int], None] | None = None
                       ) -> SensitivityResult:
-    """Rank ``model``'s (deploy form) conv/linear layers by what int8 costs each, on ``calibration``."""
+    """Rank ``model``'s (deploy form) layers by what int8 costs each, on ``calibration``."""
     return FakeQuantGraph(model, example, quantizer, calibration, batch).sensitivity(calibration, on_layer)
