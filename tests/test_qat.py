@@ -136,7 +136,7 @@ def test_qonnx_and_qcdq_exports_match_brevitas(w4a8_qat, digits_set):
     reference = evaluate_logits(qmodel, x, batch_size=24)
 
     exact = _compare("ort", evaluate_logits(QcdqRunner(qcdq, optimize=False), x), reference)
-    assert exact["passed"] and exact["top1_agreement"] == 1.0, exact
+    assert exact["passed"] and exact["top1_agreement"] == 1.0, repr(exact)
     assert exact["median_abs_diff"] < 1e-5, exact
     qonnx_run = _compare("qonnx", QonnxRunner(qonnx)(x[:2]), reference[:2])
     assert qonnx_run["passed"] and qonnx_run["top1_agreement"] == 1.0, qonnx_run
