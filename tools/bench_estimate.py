@@ -196,8 +196,15 @@ def chart(rows: list[dict], path: Path) -> None:
                            s=36, edgecolors="black", linewidths=0.4, label=f"{family} {precision}")
     within = sum(abs(r["error"]) <= BAND for r in rows)
     ax.set(xscale="log", yscale="log", xlim=xs, ylim=xs, xlabel="measured median (ms, CPU time per inference)",
-           ylabel="predicted (ms)",
-           title=f"edgevit estimate, leave-one-family-out on host: {within}/{len(rows)} within ±15%")
+           ylabel="predicted (ms)")
+    ax.set_title(f"edgevit estimate on host, each family predicted by a fit on the other three:\n"
+                 f"{within}/{len(rows)} within ±15%", fontsize=10)
+    from matplotlib.ticker import NullFormatter, ScalarFormatter
+    ticks = [t for t in (0.5, 1, 2, 5, 10, 20, 50, 100, 200) if lo <= t <= hi]
+    for axis in (ax.xaxis, ax.yaxis):
+        axis.set_major_formatter(ScalarFormatter())
+        axis.set_minor_formatter(NullFormatter())
+        axis.set_ticks(ticks)
     ax.legend(fontsize=7, loc="upper left")
     fig.tight_layout()
     import io

@@ -231,8 +231,8 @@ class _Walker:
             if src.op == "placeholder" or (src.op == "call_function" and src not in self.int8_ops
                                            and _kind(src) not in _Q | _DQ):
                 n = self.numel(node)
-                self.emit("convert", node if src.op != "placeholder" else next(iter(node.users)), n, 5 * n,
-                          "quantize")
+                where = src if src.op == "call_function" else next(iter(node.users))  # for its stage
+                self.emit("convert", where, n, 5 * n, "quantize")
             self.nhwc[node] = self.nhwc.get(self.source(node), False)
             return
         if kind in _DQ:
