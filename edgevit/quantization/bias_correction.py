@@ -20,34 +20,6 @@ from .layers import weight_layers
 __all__ = ["correct_bias"]
 
 
-class _Reached(Exception):
-    pass
-
-
-class _Capture(Interpreter):
-    """Run the graph until ``target`` is computed and keep its value."""
-
-    def __init__(self, gm: GraphModule, target: Node):
-        super().__init__(gm)
-        self.target, self.value = target, None
-
-    def run_node(self, n: Node):
-        out = super().run_node(n)
-        if n is self.target:
-            self.value = out
-            raise _Reached
-        return out
-
-
-def _node_output(gm: GraphModule, node: Node, x: torch.Tensor) -> torch.Tensor:
-    capture = _Capture(gm, node)
-    try:
-        capture.run(x)
-    except _Reached:
-        pass
-    return capture.value
-
-
 def _channel_mean(y: torch.Tensor, linear: bool) -> torch.Tensor:
     return y.reshape(-1, y.shape[-1]).mean(0) if linear else y.transpose(0, 1).reshape(y.shape[1], -1).mean(1)
 
@@ -72,29 +44,64 @@ def _add_to_attr(gm: GraphModule, target: str, delta: torch.Tensor) -> None:
     setattr(owner, attr, new)
 
 
+def _reference_means(reference: nn.Module, names: dict[str, bool], batches: list[torch.Tensor]) -> dict[str, torch.Tensor]:
+    """Per-channel output means of the float model's modules ``names`` (name -> is linear), in one pass."""
+    modules = dict(reference.named_modules())
+    sums: dict[str, torch.Tensor] = {}
+
+    def hook(name):
+        def record(module, args, y):
+            part = _channel_mean(y, names[name]) * len(y)
+            sums[name] = part if name not in sums else sums[name] + part
+        return record
+
+    handles = [modules[name].register_forward_hook(hook(name)) for name in names]
+    try:
+        for x in batches:
+            reference(x)
+    finally:
+        for handle in handles:
+            handle.remove()
+    count = sum(len(x) for x in batches)
+    return {name: total / count for name, total in sums.items()}
+
+
+class _CorrectingRun(Interpreter):
+    """One run of the quantized graph over the whole calibration set that corrects each layer as it is
+    reached: its output gets the missing mean (exactly what the corrected bias adds), so every later
+    layer is measured after the ones before it, in a single forward pass."""
+
+    def __init__(self, gm: GraphModule, layers: dict[Node, tuple[str, bool]], means: dict[str, torch.Tensor]):
+        super().__init__(gm)
+        self.layers, self.means, self.corrected = layers, means, []
+
+    def run_node(self, n: Node):
+        out = super().run_node(n)
+        if n in self.layers:
+            name, linear = self.layers[n]
+            delta = self.means[name] - _channel_mean(out, linear)
+            _add_to_attr(self.module, n.args[2].target, delta)
+            out = out + (delta if linear else delta.view(1, -1, *([1] * (out.dim() - 2))))
+            self.corrected.append(name)
+        return out
+
+
 @torch.no_grad()
 def correct_bias(quantized: GraphModule, reference: nn.Module, calibration: torch.Tensor,
                  batch: int = 16) -> list[str]:
     """Correct ``quantized``'s conv/linear biases in place against ``reference`` (the float model it was
-    quantized from); returns the layers corrected."""
+    quantized from); returns the layers corrected. Costs one float and one quantized forward pass."""
     modules = dict(reference.named_modules())
-    batches = [calibration[i:i + batch] for i in range(0, len(calibration), batch)]
-    corrected = []
+    layers: dict[Node, tuple[str, bool]] = {}
     for name, node in weight_layers(quantized.graph).items():
-        module = modules.get(name)  # '#k' names (several ops in one module) have no module to compare
         bias = node.args[2] if len(node.args) > 2 else None
-        if module is None or not isinstance(bias, Node) or bias.op != "get_attr" or not _is_quantized_weight(node):
-            continue
-        linear = node.target == torch.ops.aten.linear.default
-        outputs = []
-        handle = module.register_forward_hook(lambda m, a, y: outputs.append(y))
-        try:
-            for x in batches:
-                reference(x)
-        finally:
-            handle.remove()
-        error = sum(_channel_mean(ref - _node_output(quantized, node, x), linear) * len(x)
-                    for ref, x in zip(outputs, batches)) / len(calibration)
-        _add_to_attr(quantized, bias.target, error)
-        corrected.append(name)
-    return corrected
+        # '#k' names (several ops in one module) have no module to compare with
+        if name in modules and isinstance(bias, Node) and bias.op == "get_attr" and _is_quantized_weight(node):
+            layers[node] = (name, node.target == torch.ops.aten.linear.default)
+    if not layers:
+        return []
+    means = _reference_means(reference, dict(layers.values()), [calibration[i:i + batch]
+                                                                for i in range(0, len(calibration), batch)])
+    run = _CorrectingRun(quantized, layers, means)
+    run.run(calibration)
+    return run.corrected

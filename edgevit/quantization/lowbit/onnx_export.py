@@ -79,27 +79,25 @@ class QonnxRunner:
     def __init__(self, data: bytes):
         import onnx
         from qonnx.core.modelwrapper import ModelWrapper
-        from qonnx.transformation.fold_constants import FoldConstants
-        from qonnx.transformation.general import (
-            GiveUniqueNodeNames,
-            GiveUniqueParameterTensors,
-            RemoveStaticGraphInputs,
-            RemoveUnusedTensors,
-        )
+        from qonnx.transformation.general import GiveUniqueNodeNames
         from qonnx.transformation.infer_shapes import InferShapes
 
+        # Only what execute_onnx needs (shapes, unique node names). qonnx's cleanup_model also folds
+        # constants, and its FoldConstants re-infers the whole graph's shapes per folded node: 746 s for
+        # TinyViT micro's 694 nodes, against 6 s without, with the same outputs to 3e-8.
         model = ModelWrapper(onnx.load_from_string(data))
-        # qonnx's cleanup_model minus GiveReadableTensorNames: in qonnx 1.0 its rename_tensor renames only
-        # the first of two identical inputs of a node (our LayerNorm's x*x), leaving a dangling name.
-        for transform in (InferShapes(), GiveUniqueParameterTensors(), FoldConstants(exclude_op_types=["Quant"]),
-                          RemoveUnusedTensors(), RemoveStaticGraphInputs(), GiveUniqueNodeNames(), InferShapes()):
+        for transform in (InferShapes(), GiveUniqueNodeNames()):
             model = model.transform(transform)
         self.model = model
         self.input_name = model.graph.input[0].name
         self.output_name = model.graph.output[0].name
 
     def __call__(self, x: torch.Tensor) -> torch.Tensor:
+        import warnings
+
         from qonnx.core.onnx_exec import execute_onnx
-        outs = [execute_onnx(self.model, {self.input_name: x[i:i + 1].numpy()})[self.output_name]
-                for i in range(len(x))]
+        with warnings.catch_warnings():  # shapes of the export's dynamic batch axis, inferred as 0
+            warnings.filterwarnings("ignore", message="Output shapes disagree")
+            outs = [execute_onnx(self.model, {self.input_name: x[i:i + 1].numpy()})[self.output_name]
+                    for i in range(len(x))]
         return torch.from_numpy(np.concatenate(outs))
