@@ -2,7 +2,6 @@
 import json
 from pathlib import Path
 
-import pytest
 from PIL import Image
 
 from edgevit.backends import get_backend

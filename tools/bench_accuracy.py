@@ -19,6 +19,7 @@ Targets: edgevit int8 within 0.5 points of fp32 and never below plain int8; W6A6
 
     python tools/bench_accuracy.py                               # digits and shapes, the four families
     python tools/bench_accuracy.py --datasets digits --models shvit_micro --qat-epochs 1
+    python tools/bench_accuracy.py --merge out/a/bench_accuracy.json out/b/bench_accuracy.json
 """
 from __future__ import annotations
 
@@ -204,7 +205,22 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--no-litert", action="store_true", help="skip the .tflite column")
     parser.add_argument("--out", type=Path, default=Path("out/bench_accuracy"))
+    parser.add_argument("--merge", type=Path, nargs="+", metavar="JSON",
+                        help="only render one table, JSON and PNG (into --out) from earlier runs' JSON files "
+                             "(e.g. one run per data set, run in parallel)")
     args = parser.parse_args(argv)
+    if args.merge:
+        import json
+        runs = [json.loads(path.read_text()) for path in args.merge]
+        rows = [row for run in runs for row in run["rows"]]
+        summary = {"rows": rows, "merged_from": [str(p) for p in args.merge],
+                   "settings": [run["settings"] for run in runs],
+                   "all_targets_met": all(all(r["targets"].values()) for r in rows),
+                   "seconds": round(sum(run["seconds"] for run in runs), 1)}
+        atomic_write_json(args.out / "bench_accuracy.json", summary)
+        plot(rows, args.out / "bench_accuracy.png")
+        print_table(rows)
+        return 0
     torch.set_num_threads(args.threads)
     started = time.perf_counter()
     rows = []

@@ -40,7 +40,7 @@ from edgevit.training import topk_accuracy, train_classifier  # noqa: E402
 
 MODELS = ["efficientformer_micro", "efficientformerv2_micro", "tiny_vit_micro", "shvit_micro"]
 ALL_STEPS = "float-norm,float-scores,rescale-norm,float-bridges,bias-correction"
-CONFIGS = ["plain", "default", "observer:minmax", "observer:moving-average", "observer:percentile",
+CONFIGS = ["plain", "default", "observer:minmax", "observer:moving-average", "observer:percentile", "observer:histogram",
            "steps:none", "steps:float-norm", "steps:float-scores", "steps:float-norm,float-scores",
            "steps:+rescale-norm", "steps:+float-bridges", "steps:+bias-correction", "mixed:0.5"]
 

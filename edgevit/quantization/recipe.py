@@ -50,7 +50,7 @@ class QuantRecipe:
     float_scores: bool = False       # attention logits + bias (the softmax input) stay float
     rescale_norm: bool = False       # RepQ-ViT-style per-channel rescale of normalised activations
     float_bridges: bool = False      # conv<->attention bridge modules (BRIDGE_MODULES) stay float
-    bias_correction: bool = False    # empirical bias correction after convert
+    bias_correction: bool = True     # empirical bias correction after convert (SQNR up on all four)
     fp32_layers: tuple[str, ...] = field(default_factory=tuple)   # mixed precision: layers left float
     family: str | None = None        # selects BRIDGE_MODULES
 
