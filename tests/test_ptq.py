@@ -145,6 +145,41 @@ def test_bias_correction_cuts_the_mean_error_and_leaves_the_float_model_alone(ne
     assert all(torch.equal(v, deployed.state_dict()[k]) for k, v in state.items())  # not written through
 
 
+class _Windowed(torch.nn.Module):
+    """A linear over 2x2 windows, as TinyViT's attention runs: its batch axis holds windows, not images."""
+
+    def __init__(self):
+        super().__init__()
+        torch.manual_seed(0)
+        self.conv = torch.nn.Conv2d(3, 16, 3, padding=1)
+        self.fc = torch.nn.Linear(16, 16)
+        with torch.no_grad():
+            self.fc.bias.add_(3.0)  # a mean that a mis-weighted correction would visibly overshoot
+
+    def forward(self, x):
+        b, _, h, w = x.shape
+        y = self.conv(x).reshape(b, 16, 2, h // 2, 2, w // 2).permute(0, 2, 4, 3, 5, 1)
+        return self.fc(y.reshape(b * 4, (h // 2) * (w // 2), 16))
+
+
+def test_bias_correction_weights_windowed_layers_by_image():
+    from edgevit.backends.executorch.quantizer import xnnpack_int8_quantizer
+    model = _Windowed().eval()
+    calib = torch.randn(12, 3, 8, 8)
+    with torch.no_grad():
+        reference = model(calib).mean((0, 1))
+    means = {}
+    for on in (False, True):
+        recipe = QuantRecipe(observer="minmax", bias_correction=on)
+        graph, _ = quantize_static(model, torch.zeros(1, 3, 8, 8), recipe, xnnpack_int8_quantizer(recipe), calib)
+        with torch.no_grad():
+            means[on] = graph(calib).mean((0, 1))
+    # Corrected on the calibration set itself, the mean output moves towards the float one; weighting the
+    # float means by windows (4 per image) instead of images put them at 4x the bias and overshot by ~9.
+    before, after = (means[False] - reference).abs().max(), (means[True] - reference).abs().max()
+    assert after <= before and after < 1e-2, (before, after)
+
+
 def test_sensitivity_report_ranks_the_massive_activation_layers_first(tmp_path, capsys, net):
     code, out, err = _cli(capsys, "quant-report", "ptq_models:build_digits_net", "--weights", net["weights"],
                           "--calib", net["calib"], "--input-shape", SHAPE, "-o", tmp_path)

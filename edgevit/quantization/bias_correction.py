@@ -48,16 +48,18 @@ def _reference_means(reference: nn.Module, names: dict[str, bool], batches: list
     """Per-channel output means of the float model's modules ``names`` (name -> is linear), in one pass."""
     modules = dict(reference.named_modules())
     sums: dict[str, torch.Tensor] = {}
+    images = [0]  # weight of the batch being run: its image count (a layer's batch axis may hold windows)
 
     def hook(name):
         def record(module, args, y):
-            part = _channel_mean(y, names[name]) * len(y)
+            part = _channel_mean(y, names[name]) * images[0]
             sums[name] = part if name not in sums else sums[name] + part
         return record
 
     handles = [modules[name].register_forward_hook(hook(name)) for name in names]
     try:
         for x in batches:
+            images[0] = len(x)
             reference(x)
     finally:
         for handle in handles:
