@@ -135,8 +135,11 @@ def test_qonnx_and_qcdq_exports_match_brevitas(w4a8_qat, digits_set):
     qonnx, qcdq = export_qonnx_bytes(qmodel, x[:1]), export_qcdq_bytes(qmodel, x[:1])
     reference = evaluate_logits(qmodel, x, batch_size=24)
 
-    exact = _compare("ort", evaluate_logits(QcdqRunner(qcdq, optimize=False), x), reference)
+    exported = evaluate_logits(QcdqRunner(qcdq, optimize=False), x)
+    exact = _compare("ort", exported, reference)
     assert exact["passed"] and exact["top1_agreement"] == 1.0, repr(exact)
+    # A scale off by one step of an 8-bit grid moves every image: the check must refuse it.
+    assert not _compare("ort", exported * (1 + 2**-7), reference)["passed"]
     assert exact["median_abs_diff"] < 1e-5, exact
     qonnx_run = _compare("qonnx", QonnxRunner(qonnx)(x[:2]), reference[:2])
     assert qonnx_run["passed"] and qonnx_run["top1_agreement"] == 1.0, qonnx_run

@@ -112,7 +112,8 @@ def build_qat_artifact(opts: QatOptions, progress=None) -> QatResult:
     stage = progress.stage if progress is not None else None
     result = lowbit_pipeline(deploy(resolved.module), spec, opts.po2, train, evaluation, settings, stage)
     failed = [f"{k.upper()}: {v['within_tight']:.0%} of {v['samples']} images within {v['tolerance']['tight']:.2g}, "
-              f"max |diff| {v['max_abs_diff']:.3g} (limit {v['tolerance']['loose']:.2g})"
+              f"max |diff| {v['max_abs_diff']:.3g} (limit {v['tolerance']['loose']:.2g}), "
+              f"top-1 agreement {v['top1_agreement']:.1%} (limit 99%)"
               for k, v in result.roundtrip.items() if v["passed"] is False]
     if failed:
         raise VerificationError(f"The exported {spec.name} model does not match the Brevitas model it came from "

@@ -49,11 +49,13 @@ def roundtrip_tolerance(reference: torch.Tensor) -> tuple[float, float]:
 
     Both sides compute the same integer grid in float32, so most images match to float rounding
     (tight: 1e-4). Summation order differs, though, and now and then moves a value across a rounding
-    boundary, shifting one activation by one integer step; an image where that happens still lands
-    within 1e-2 (loose). How often depends on the CPU's kernels (seen: 0 to 4 of 24 images), so an
-    export matches if most images (the median) meet the tight bound and every image the loose one."""
+    boundary, shifting one activation by one integer step, which later layers carry to the logits; the
+    deeper the model, the more images see one (TinyViT micro W8A8 on 450 digits images: 8 % above
+    tight, the worst at 2.5 % of the largest logit, top-1 the same on all). So an export matches when the median image meets the tight bound (a wrong scale, zero point or
+    bit width moves every image), every image stays within 5 % of the largest logit (loose), and the
+    top-1 answers agree on >= 99 % of images."""
     scale = max(1.0, float(reference.abs().max()))
-    return 1e-4 * scale, 1e-2 * scale
+    return 1e-4 * scale, 5e-2 * scale
 
 
 @contextlib.contextmanager
@@ -78,7 +80,8 @@ def _compare(name: str, out: torch.Tensor, ref: torch.Tensor) -> dict:
             "median_abs_diff": float(per_image.median()), "within_tight": within,
             "tolerance": {"tight": tight, "loose": loose},
             "top1_agreement": float((out.argmax(1) == ref.argmax(1)).float().mean()),
-            "passed": float(per_image.median()) <= tight and float(per_image.max()) <= loose}
+            "passed": float(per_image.median()) <= tight and float(per_image.max()) <= loose
+            and float((out.argmax(1) == ref.argmax(1)).float().mean()) >= 0.99}
 
 
 def lowbit_pipeline(deployed: nn.Module, spec: LowBitSpec, po2: bool,
