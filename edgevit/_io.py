@@ -25,16 +25,18 @@ _FILE_MODE = 0o666 & ~_umask()
 _DIR_MODE = 0o777 & ~_umask()
 
 
-def ensure_writable_dir(folder: str | Path) -> Path:
-    """Create ``folder`` if needed and check it can take new files (before any slow work starts)."""
+def ensure_writable_dir(folder: str | Path, what: str = "output folder",
+                        fix: str = "choose another with -o/--output") -> Path:
+    """Create ``folder`` if needed and check it can take new files (before any slow work starts).
+
+    ``what`` names the folder for the user ("the agent's folder"), ``fix`` says what to do instead."""
     folder = Path(folder)
     try:
         folder.mkdir(parents=True, exist_ok=True)
     except OSError as e:
-        raise EdgevitError(f"Cannot create output folder {folder}: {e.strerror or e}; "
-                           "choose another with -o/--output.") from None
+        raise EdgevitError(f"Cannot create {what} {folder}: {e.strerror or e}; {fix}.") from None
     if not os.access(folder, os.W_OK):
-        raise EdgevitError(f"Output folder {folder} is not writable; choose another with -o/--output.")
+        raise EdgevitError(f"The {what} {folder} is not writable; {fix}.")
     return folder
 
 

@@ -22,11 +22,11 @@ class EdgevitError(Exception):
 class UnknownNameError(EdgevitError):
     """A model, device, backend or precision name that is not registered."""
 
-    def __init__(self, kind: str, name: str, known: Iterable[str]):
+    def __init__(self, kind: str, name: str, known: Iterable[str], plural: str | None = None):
         known = sorted(known)
         close = close_names(name, known)
         hint = f" Did you mean: {', '.join(close)}?" if close else ""
-        super().__init__(f"Unknown {kind} '{name}'.{hint} Known {kind}s: {', '.join(known)}.")
+        super().__init__(f"Unknown {kind} '{name}'.{hint} Known {plural or kind + 's'}: {', '.join(known)}.")
         self.name, self.close = name, close
 
 

@@ -60,7 +60,7 @@ def trained_digits() -> dict:
     import tempfile
     from safetensors.torch import save_file
     from edgevit.data import Preprocess, digits, split_indices, write_labelled_folder
-    from edgevit.models._registry import IMAGENET_DEFAULT_MEAN, IMAGENET_DEFAULT_STD
+    from edgevit.models import IMAGENET_DEFAULT_MEAN, IMAGENET_DEFAULT_STD
     from edgevit.training import train_classifier
 
     root = Path(tempfile.mkdtemp(prefix="edgevit-digits-"))

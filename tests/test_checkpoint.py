@@ -4,7 +4,7 @@ import torch
 from safetensors.torch import save_file
 
 from edgevit.errors import CheckpointError
-from edgevit.models._checkpoint import load_weights, read_state_dict
+from edgevit.models import load_weights, read_state_dict
 from user_models import TinyConvNet
 
 

@@ -13,7 +13,7 @@ from edgevit.backends import get_backend
 from edgevit.cli import main
 from edgevit.compile import CompileOptions, compile_model
 from edgevit.compile.metrics import compare_outputs
-from edgevit.models._resolve import resolve_model
+from edgevit.models import resolve_model
 
 TESTS = Path(__file__).parent
 

@@ -12,7 +12,7 @@ from edgevit.backends import get_backend
 from edgevit.cli import main
 from edgevit.compile import CompileOptions, compile_model
 from edgevit.data import Preprocess, digits, load_labelled_folder, write_labelled_folder
-from edgevit.models._resolve import resolve_model
+from edgevit.models import resolve_model
 from edgevit.training import topk_accuracy
 from ptq_models import trained_digits
 

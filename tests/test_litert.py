@@ -10,13 +10,13 @@ from torch import nn
 from edgevit.backends import get_backend
 from edgevit.backends.litert import backend as litert_backend
 from edgevit.cli import main
-from edgevit.compile import CompileOptions, SilentProgress, compile_model
+from edgevit.compile import CompileOptions, compile_model
+from edgevit.progress import SilentProgress
 from edgevit.compile.metrics import compare_outputs
-from edgevit.compile.pipeline import _preprocess_for
-from edgevit.data import synthetic_images
+from edgevit.data import Preprocess, synthetic_images
 from edgevit.errors import EdgevitError, ExportError
 from edgevit.models import deploy
-from edgevit.models._resolve import resolve_model
+from edgevit.models import resolve_model
 
 SHAPE = (1, 3, 64, 64)
 MIN_COSINE = {"fp32": 0.9999, "fp16": 0.999, "int8-dynamic": 0.98, "int8": 0.98}
@@ -34,7 +34,7 @@ def family(request):
             deployed = deploy(resolved.module)
             example = torch.zeros(SHAPE)
             float_model = litert_backend._convert(deployed, example)
-            pre = _preprocess_for(resolved)
+            pre = Preprocess.from_dict(resolved.preprocessing)
             inputs = synthetic_images(pre, 4, seed=1).inputs
             with torch.no_grad():
                 reference = torch.cat([resolved.module(x) for x in inputs.split(1)])

@@ -80,8 +80,8 @@ def _randomize_batchnorm(model: torch.nn.Module) -> None:
 def test_checkpoint_of_same_architecture_round_trips(tmp_path, suffix):
     """A checkpoint saved from a zoo model loads through --weights' loader and gives the same logits."""
     from safetensors.torch import save_file
-    from edgevit.models._checkpoint import load_weights
-    from edgevit.models._synthetic import apply_synthetic_weights
+    from edgevit.models import load_weights
+    from edgevit.models import apply_synthetic_weights
 
     source = apply_synthetic_weights(create_model("shvit_s1"), seed=7).eval()
     path = tmp_path / f"shvit_s1{suffix}"

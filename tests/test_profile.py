@@ -10,10 +10,10 @@ import pytest
 from edgevit.cli import main
 from edgevit.compile import CompileOptions, compile_model
 from edgevit.errors import EdgevitError
-from edgevit.profiling.etdump import parse_etdump
+from edgevit.backends.executorch.etdump import parse_etdump
 from edgevit.profiling.profile import ProfileOptions, check_device, profile_artifact
 from edgevit.profiling.report import write_profile
-from edgevit.profiling.runner import run_pte
+from edgevit.backends.executorch.runner import run_pte
 
 TESTS = Path(__file__).parent
 SHAPE = "1,3,256,256"  # big enough that XNNPACK's whole-microsecond op times add up to the execution time

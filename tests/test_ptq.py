@@ -14,10 +14,10 @@ import torch
 from edgevit.backends import get_backend
 from edgevit.cli import main
 from edgevit.compile import CompileOptions, compile_model
-from edgevit.compile.evaluate import run_batched
+from edgevit.compile.batched import run_batched
 from edgevit.data import load_image_folder, synthetic_images
 from edgevit.models import deploy
-from edgevit.models._resolve import resolve_model
+from edgevit.models import resolve_model
 from edgevit.quantization import OBSERVERS, PercentileObserver, QuantRecipe, quantize_static
 from edgevit.quantization.layers import module_types
 from edgevit.quantization.reparam import RescaledStandardize, rescale_norms
@@ -125,7 +125,7 @@ def test_float_norm_keeps_norm_statistics_out_of_int8():
 
 def test_bias_correction_cuts_the_mean_error_and_leaves_the_float_model_alone(net):
     from edgevit.backends.executorch.quantizer import xnnpack_int8_quantizer
-    from edgevit.models._checkpoint import load_weights
+    from edgevit.models import load_weights
     model = resolve_model("ptq_models:build_digits_net", (1, 3, 32, 32)).module
     load_weights(model, net["clean_weights"])
     deployed = deploy(model)

@@ -39,8 +39,8 @@ from edgevit.backends import get_backend  # noqa: E402
 from edgevit.compile import CompileOptions, compare_outputs, compile_model  # noqa: E402
 from edgevit.data import Preprocess, synthetic_images  # noqa: E402
 from edgevit.models import get_model_spec  # noqa: E402
-from edgevit.profiling.bench import time_round_robin  # noqa: E402
-from edgevit.models._resolve import resolve_model  # noqa: E402
+from edgevit.timing import time_round_robin  # noqa: E402
+from edgevit.models import resolve_model  # noqa: E402
 
 DEFAULT_MODELS = ["efficientformer_l1", "efficientformerv2_s0", "tiny_vit_5m_224", "shvit_s1"]
 console = Console(width=160)

@@ -36,9 +36,14 @@ import torch
 
 from edgevit._io import atomic_write_bytes, atomic_write_json
 from edgevit.compile import CompileOptions, compile_model
-from edgevit.estimate.graph import ModelWork, WorkItem, model_work
+from edgevit.backends import get_backend
+from edgevit.backends.cost import ModelWork, WorkItem
+from edgevit.backends.executorch.etdump import parse_etdump
+from edgevit.estimate import model_work
 from edgevit.estimate.model import fit
-from edgevit.estimate.observe import observation_from_etdump
+from edgevit.estimate.observe import observation_from_rows
+
+REPLAY = get_backend("executorch").cost_replay()  # this benchmark validates ExecuTorch's XNNPACK replay
 
 CONFIGS = [  # (model, resolution): three to four per family; TinyViT int8 needs 224 (window padding)
     ("efficientformer_l1", 160), ("efficientformer_l1", 224), ("efficientformer_l3", 224),
@@ -93,7 +98,7 @@ def work_items(root: Path, entry: dict) -> ModelWork:
         data = json.loads(cache.read_text())
         items = [WorkItem(**{**i, "gemm": tuple(i["gemm"]) if i["gemm"] else None}) for i in data["items"]]
         return ModelWork(data["model"], tuple(data["input_shape"]), data["precision"], items)
-    work = model_work(entry["model"], entry["precision"], entry["shape"])
+    work = model_work(entry["model"], entry["precision"], entry["shape"], replay=REPLAY)
     atomic_write_json(cache, work.as_dict())
     return work
 
@@ -240,8 +245,10 @@ def main(argv: list[str] | None = None) -> int:
         measure(entries, args.rounds, args.warmup, log)
         save_measurements(args.root, entries, warmup := args.warmup)
     for e in entries:
-        e["obs"] = observation_from_etdump(e["work"], e.pop("etdump"), statistics.median(e["cpu"]),
-                                           warmup=warmup, source=str(e["artifact"]))
+        parsed = parse_etdump(e.pop("etdump"), warmup=warmup, source=str(e["artifact"]))
+        delegate = sum(d["median_ms"] for d in parsed.delegate_calls if d.get("median_ms") is not None)
+        e["obs"] = observation_from_rows(e["work"], REPLAY, [(r.name, r.median_ms) for r in parsed.ops],
+                                         delegate or None, statistics.median(e["cpu"]), str(e["artifact"]))
     rows = leave_one_family_out(entries)
     log("fitted and predicted")
 

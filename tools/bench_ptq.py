@@ -28,13 +28,13 @@ logging.getLogger("torchao").setLevel(logging.ERROR)
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # measure this checkout, not an installed copy
 
 from edgevit.backends import get_backend  # noqa: E402
-from edgevit.compile import SilentProgress  # noqa: E402
-from edgevit.compile.evaluate import run_batched  # noqa: E402
+from edgevit.progress import SilentProgress  # noqa: E402
+from edgevit.compile.batched import run_batched  # noqa: E402
 from edgevit.compile.metrics import compare_outputs  # noqa: E402
 from edgevit.compile.mixed import DropMetric, search_mixed_precision  # noqa: E402
 from edgevit.data import Preprocess, digits, split_indices  # noqa: E402
 from edgevit.errors import EdgevitError  # noqa: E402
-from edgevit.models import create_model, deploy, get_model_spec  # noqa: E402
+from edgevit.models import create_model, deploy, get_family_spec, get_model_spec  # noqa: E402
 from edgevit.quantization import QuantRecipe, quantize_pt2e  # noqa: E402
 from edgevit.training import topk_accuracy, train_classifier  # noqa: E402
 
@@ -61,17 +61,18 @@ def load_or_train(name: str, x: torch.Tensor, y: torch.Tensor, epochs: int, weig
 
 
 def recipe_for(config: str, family: str) -> QuantRecipe:
+    bridge = get_family_spec(family).bridge_module
     kind, _, arg = config.partition(":")
     if kind == "observer":
-        return QuantRecipe(observer=arg, family=family)
+        return QuantRecipe(observer=arg, bridge_module=bridge)
     if kind == "steps":
         if arg.startswith("+"):  # the default steps plus one
             default = [s for s, f in (("float-norm", "float_norm"), ("float-scores", "float_scores"),
                                       ("rescale-norm", "rescale_norm"), ("float-bridges", "float_bridges"),
                                       ("bias-correction", "bias_correction")) if getattr(QuantRecipe(), f)]
-            return QuantRecipe.from_steps(default + [arg[1:]], family=family)
-        return QuantRecipe.from_steps(arg.split(","), family=family)
-    return QuantRecipe(family=family)
+            return QuantRecipe.from_steps(default + [arg[1:]], bridge_module=bridge)
+        return QuantRecipe.from_steps(arg.split(","), bridge_module=bridge)
+    return QuantRecipe(bridge_module=bridge)
 
 
 def lower(config: str, deployed, example, calibration, family, backend, metric=None):
@@ -86,7 +87,7 @@ def lower(config: str, deployed, example, calibration, family, backend, metric=N
         allow_exported_model_train_eval(graph)
         return backend.lower(graph, example, "fp32", None, progress), None  # already q/dq: lower as is
     if config.startswith("mixed:"):
-        recipe = QuantRecipe(family=family)
+        recipe = QuantRecipe(bridge_module=get_family_spec(family).bridge_module)
         int8 = backend.lower(deployed, example, "int8", calibration, progress, recipe=recipe)
         return search_mixed_precision(backend, deployed, example, recipe, calibration, int8, metric,
                                       float(config.split(":")[1]), progress)

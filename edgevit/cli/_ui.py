@@ -18,6 +18,8 @@ from rich.progress import (
     TimeElapsedColumn,
 )
 
+from ..progress import SilentProgress, StageProgress
+
 # Library chatter that says nothing to a user of the CLI (deprecations inside torch/executorch/torchao,
 # torchao's probe of CUDA-only extension libraries).
 warnings.filterwarnings("ignore", category=FutureWarning)
@@ -31,7 +33,7 @@ out = Console(width=None if sys.stdout.isatty() else 160)
 err = Console(stderr=True, width=None if sys.stderr.isatty() else 160)
 
 
-class RichProgress:
+class RichProgress(StageProgress):
     """StageProgress drawn with rich on stderr (stdout stays clean for --json)."""
 
     def __init__(self, progress: Progress):
@@ -49,7 +51,6 @@ def progress_display(enabled: bool = True):
     """Rich progress on stderr; with ``enabled=False`` (--json) none, and stray library prints go to
     stderr too, so that stdout carries nothing but the JSON document."""
     if not enabled:
-        from ..compile import SilentProgress
         with contextlib.redirect_stdout(sys.stderr):
             yield SilentProgress()
         return

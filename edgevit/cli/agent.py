@@ -28,20 +28,14 @@ def _default_workdir() -> Path:
 def agent_cmd(port: str, baud: int, device: str, workdir: Path | None, once: bool, max_payload: int,
               profile_dirs: tuple[Path, ...]) -> None:
     """Answer profile requests from a host on a serial line: store the artifact, run it, send the ETDump."""
+    from .._io import ensure_writable_dir
     from ..devices import get_device
-    from ..devices.serial import open_port
-    from ..devices.serial.agent import Agent
-    from ..errors import EdgevitError
+    from ..links.serial import open_port
+    from ..links.serial.agent import Agent
 
     get_device(device, list(profile_dirs))  # an unknown name is an error here, not a refusal on the host
     workdir = workdir or _default_workdir()
-    try:
-        workdir.mkdir(parents=True, exist_ok=True)
-    except OSError as e:
-        raise EdgevitError(f"Cannot create the agent's folder {workdir}: {e.strerror or e}; "
-                           "choose another with --workdir.") from None
-    if not os.access(workdir, os.W_OK):
-        raise EdgevitError(f"The agent's folder {workdir} is not writable; choose another with --workdir.")
+    ensure_writable_dir(workdir, "the agent's folder", "choose another with --workdir")
     with open_port(port, baud) as ser:
         agent = Agent(ser, device=device, workdir=workdir, max_payload=max_payload,
                       log=lambda text: err.print(f"agent: {text}", highlight=False, soft_wrap=True))

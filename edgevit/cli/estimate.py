@@ -14,6 +14,8 @@ from ._ui import out, print_json, profiles_option, progress_display
 @click.argument("model")
 @click.option("--device", "-d", required=True, help="Device profile name (see `edgevit devices`).")
 @click.option("--precision", default="int8", show_default=True, help="int8 | fp16 | fp32")
+@click.option("--backend", default="auto", show_default=True,
+              help="Whose lowering to price; auto: the device's preferred backend that has a cost model.")
 @click.option("--input-shape", help="Static input N,C,H,W (required for a user module).")
 @click.option("--num-classes", type=click.IntRange(1), help="Classifier size, when not the zoo default.")
 @click.option("--calibration", type=click.Path(path_type=Path),
@@ -24,13 +26,16 @@ from ._ui import out, print_json, profiles_option, progress_display
               help="host only: measure this machine's XNNPACK peaks once (GEMM microbenchmark) and keep them.")
 @profiles_option
 @click.option("--json", "as_json", is_flag=True, help="Print the estimate as JSON.")
-def estimate_cmd(model: str, device: str, precision: str, input_shape: str | None, num_classes: int | None,
+def estimate_cmd(model: str, device: str, precision: str, backend: str, input_shape: str | None,
+                 num_classes: int | None,
                  calibration: Path | None, calibration_dir: Path, measure_peaks: bool,
                  profile_dirs: tuple[Path, ...], as_json: bool) -> None:
     """Predicted latency of MODEL on DEVICE, in total and per model stage, with where each figure comes from."""
+    from .._io import atomic_write_json
+    from ..devices import get_device
     from ..errors import EdgevitError
-    from ..estimate import estimate
-    from ..models._resolve import parse_input_shape
+    from ..estimate import cost_backend, estimate
+    from ..models import parse_input_shape
 
     shape = parse_input_shape(input_shape)
     with progress_display(enabled=not as_json) as progress:
@@ -38,15 +43,13 @@ def estimate_cmd(model: str, device: str, precision: str, input_shape: str | Non
             if device != "host":
                 raise EdgevitError(f"--measure-peaks measures this machine; it only applies to --device host, "
                                    f"not '{device}'.")
-            from .._io import atomic_write_json
-            from ..estimate.peaks import measure_host_peaks
-
-            with progress.stage("measuring XNNPACK peaks here (GEMM, GEMV)"):
-                peaks = measure_host_peaks()
+            chosen, replay = cost_backend(get_device(device, list(profile_dirs)), backend)
+            with progress.stage(f"measuring {chosen.name} peaks here (GEMM, GEMV)"):
+                peaks = replay.measure_peaks()
             atomic_write_json(Path(calibration_dir) / "host-peaks.json", peaks)
         with progress.stage(f"tracing {model} ({precision}) and pricing its operators"):
             result = estimate(model, device, precision, shape, calibration, calibration_dir,
-                              list(profile_dirs), num_classes)
+                              list(profile_dirs), num_classes, backend)
     if as_json:
         return print_json(result.as_dict())
     out.print(f"[bold]{result.model}[/] {result.precision} {'x'.join(map(str, result.input_shape))} on "

@@ -1,6 +1,8 @@
 """`edgevit profile`: where the milliseconds go, per op and per module, on the device (or here)."""
 from __future__ import annotations
 
+import importlib.util
+import pkgutil
 from pathlib import Path
 
 import click
@@ -10,9 +12,15 @@ from ._group import cli
 from ._ui import out, print_json, progress_display
 
 
+def _targets() -> str:
+    """The --via choices: one module each in edgevit/profiling/via/ (found without importing them)."""
+    spec = importlib.util.find_spec("edgevit.profiling.via")
+    return " | ".join(sorted(m.name for m in pkgutil.iter_modules(spec.submodule_search_locations)))
+
+
 @cli.command("profile")
 @click.argument("artifact_dir", type=click.Path(path_type=Path))
-@click.option("--via", default="local", show_default=True, help="local | adb | serial")
+@click.option("--via", default="local", show_default=True, help=f"Where it runs: {_targets()}.")
 @click.option("--runs", default=20, show_default=True, type=click.IntRange(1), help="Timed executions.")
 @click.option("--warmup", default=3, show_default=True, type=click.IntRange(0), help="Untimed executions first.")
 @click.option("--threads", default=1, show_default=True, type=click.IntRange(1), help="Runtime CPU threads.")

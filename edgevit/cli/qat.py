@@ -33,7 +33,7 @@ def qat_cmd(model: str, bits: str, data: Path, epochs: int, weights: Path | None
             po2: bool, ptq_only: bool, num_calib: int, lr: float, eval_dir: Path | None, output_root: Path,
             as_json: bool) -> None:
     """Quantize MODEL to low-bit integers with Brevitas (PTQ, then QAT) and export QONNX + QCDQ ONNX."""
-    from ..quantization.lowbit import QatOptions, build_qat_artifact
+    from ..compile.qat import QatOptions, build_qat_artifact
 
     opts = QatOptions(model=model, bits=bits, data=data, epochs=epochs, weights=weights, po2=po2,
                       ptq_only=ptq_only, eval_dir=eval_dir, output_root=output_root, num_calib=num_calib,

@@ -12,13 +12,14 @@ from ._ui import out, print_json, profiles_option
 
 
 @cli.command("models")
-@click.option("--family", help="Only this family (efficientformer, efficientformerv2, tiny_vit, shvit).")
+@click.option("--family", help="Only this family (efficientformer, efficientformer_v2, tiny_vit, shvit).")
 @click.option("--json", "as_json", is_flag=True, help="Print JSON instead of a table.")
 def models_cmd(family: str | None, as_json: bool) -> None:
     """The model zoo: name, family, params, MACs, default resolution."""
-    from ..models import get_model_spec, list_models
-    from ..models._complexity import count_params_and_macs
+    from ..models import count_params_and_macs, get_family_spec, get_model_spec, list_models
 
+    if family is not None:
+        get_family_spec(family)  # an unknown family: UnknownNameError listing list_families()
     rows = []
     for name in list_models(family):
         spec = get_model_spec(name)

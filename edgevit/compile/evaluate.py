@@ -11,42 +11,22 @@ import hashlib
 import time
 from pathlib import Path
 
-import torch
 
 from .._io import atomic_write_json
-from ..backends import StageProgress, get_backend
+from ..backends import get_backend
 from ..data import Preprocess, load_labelled_folder
 from ..errors import EdgevitError
+from ..manifest import read_artifact_folder
+from ..models import load_weights, resolve_model
+from ..progress import SilentProgress, StageProgress
 from ..training import topk_accuracy
+from .batched import run_batched
 
-__all__ = ["evaluate_artifact", "preprocess_from_manifest", "run_batched"]
-
-
-def preprocess_from_manifest(manifest: dict) -> Preprocess:
-    pre = manifest["preprocessing"]
-    _, h, w = pre["input_size"]
-    return Preprocess(h, w, tuple(pre["mean"]), tuple(pre["std"]), pre["crop_pct"], pre["interpolation"])
-
-
-@torch.no_grad()
-def run_batched(run, inputs: torch.Tensor, batch: int, advance=lambda n: None) -> torch.Tensor:
-    """Logits of ``run`` over ``inputs`` at a static ``batch``; a short last batch is padded and cut."""
-    outs = []
-    for start in range(0, len(inputs), batch):
-        x = inputs[start:start + batch]
-        n = len(x)
-        if n < batch:
-            x = torch.cat([x, x[-1:].expand(batch - n, *x.shape[1:])])
-        outs.append(run(x)[:n].float())
-        advance(n)
-    return torch.cat(outs)
+__all__ = ["evaluate_artifact"]
 
 
 def _fp32_model(manifest: dict):
     """The training-form model the artifact was compiled from, or (None, why not)."""
-    from ..models._checkpoint import load_weights
-    from ..models._resolve import resolve_model
-
     name, weights = manifest["model"]["name"], manifest.get("weights") or {}
     source, sha = weights.get("source"), weights.get("sha256")
     if ":" in name or not sha:
@@ -66,13 +46,11 @@ def evaluate_artifact(folder: Path, data: Path, limit: int | None = None, thread
                       progress: StageProgress | None = None) -> dict:
     """Score the artifact in ``folder`` on ``data`` (class subfolders); writes and returns
     ``folder/eval-<data folder name>.json``."""
-    from ..profiling.profile import read_artifact
-    from .pipeline import SilentProgress
-
     progress = progress or SilentProgress()
     started = time.perf_counter()
-    manifest, artifact = read_artifact(Path(folder))
-    preprocess = preprocess_from_manifest(manifest)
+    found = read_artifact_folder(folder)  # the sha256 is checked: a changed artifact is not scored
+    manifest, artifact = found.manifest, found.artifact
+    preprocess = Preprocess.from_dict(manifest["preprocessing"])
     with progress.stage("reading labelled images"):
         labelled = load_labelled_folder(data, preprocess, limit)
     batch = manifest["inputs"][0]["shape"][0]

@@ -24,7 +24,8 @@ from ..backends import Backend, LoweredArtifact, StageProgress
 from ..errors import EdgevitError
 from ..quantization import QuantRecipe
 from ..quantization.sensitivity import FakeQuantGraph
-from .evaluate import run_batched
+from ..timing import time_round_robin
+from .batched import run_batched
 
 __all__ = ["DropMetric", "search_mixed_precision"]
 
@@ -50,8 +51,6 @@ class DropMetric:
 
 
 def _latencies(backend: Backend, artifacts: dict[str, bytes], example: torch.Tensor, threads: int) -> dict[str, float]:
-    from ..profiling.bench import time_round_robin  # profiling imports compile: import at call time
-
     runners = {k: backend.load(data, threads=threads) for k, data in artifacts.items()}
     times = time_round_robin(runners, example, rounds=30, warmup=5)
     return {k: round(statistics.median(v), 4) for k, v in times.items()}

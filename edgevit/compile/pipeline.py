@@ -6,8 +6,6 @@ folder is written atomically, so a failed compile leaves nothing behind.
 """
 from __future__ import annotations
 
-import contextlib
-import hashlib
 import platform
 import time
 from dataclasses import dataclass, field, replace
@@ -16,28 +14,24 @@ from pathlib import Path
 
 import torch
 
-from .._io import ensure_writable_dir, atomic_directory, atomic_write_json, atomic_write_text
-from ..backends import StageProgress, get_backend
-from ..data import CalibrationSet, Preprocess, load_image_folder, load_labelled_folder, synthetic_images
-from ..data.images import find_images
+from .._io import atomic_directory, atomic_write_json, atomic_write_text, ensure_writable_dir
+from ..backends import Backend, LoweredArtifact, get_backend, list_backends
+from ..data import CalibrationSet, Preprocess, find_images, load_image_folder, load_labelled_folder, synthetic_images
 from ..devices import DeviceProfile, get_device
 from ..errors import DoesNotFitError, EdgevitError, UnknownNameError, VerificationError
-from ..models import deploy
-from ..models._checkpoint import load_weights
-from ..models._synthetic import SYNTHETIC_WEIGHTS_NOTE
-from ..models._resolve import ResolvedModel, parse_input_shape, resolve_model
+from ..manifest import MANIFEST_VERSION, sha256_bytes, validate_manifest
+from ..models import PreparedModel, parse_input_shape, prepare_model
+from ..progress import SilentProgress, StageProgress
 from ..quantization import DEFAULT_OBSERVER, QuantRecipe
 from ..quantization.layers import quantizable_layers
+from .batched import run_batched
 from .capture import export_static
-from .evaluate import run_batched
+from .memory import MemoryEstimate, estimate_memory
+from .metrics import DEFAULT_THRESHOLDS, Agreement, Thresholds, compare_outputs
 from .mixed import DropMetric, search_mixed_precision
-from .memory import estimate_memory
-from .metrics import DEFAULT_THRESHOLDS, Thresholds, compare_outputs
 from .report import render_report
 
-__all__ = ["CompileOptions", "CompileResult", "compile_model", "choose_backend", "SilentProgress"]
-
-MANIFEST_VERSION = 1
+__all__ = ["CompileOptions", "CompileResult", "compile_model", "choose_backend"]
 
 
 @dataclass
@@ -72,14 +66,6 @@ class CompileResult:
     manifest: dict
 
 
-class SilentProgress(StageProgress):
-    """For library use and tests: stages run, nothing is drawn."""
-
-    @contextlib.contextmanager
-    def stage(self, description: str, total: int | None = None):
-        yield lambda n=1: None
-
-
 def choose_backend(profile: DeviceProfile, requested: str) -> str:
     if requested in (None, "auto"):
         return profile.compile.preferred_backend
@@ -110,9 +96,10 @@ def _recipe(opts: CompileOptions, backend, precision: str) -> QuantRecipe | None
                                       ("--eval", opts.eval_dir)) if value not in (None, [])]
     if precision != "int8" or not backend.takes_recipe:
         if asked:
+            takers = [name for name in list_backends() if get_backend(name).takes_recipe]
             raise EdgevitError(f"{', '.join(asked)} appl{'ies' if len(asked) == 1 else 'y'} to static int8 on a "
-                               f"backend that follows a quantization recipe (executorch); this compile is "
-                               f"{backend.name} {precision}. Add --precision int8 --backend executorch, or drop "
+                               f"backend that follows a quantization recipe ({', '.join(takers)}); this compile is "
+                               f"{backend.name} {precision}. Add --precision int8 --backend {takers[0]}, or drop "
                                "the option.")
         return None
     if opts.max_drop is not None and opts.max_drop < 0:
@@ -132,15 +119,14 @@ def _check_layer_names(names, exported) -> None:
             raise UnknownNameError("layer", name, known)
 
 
-def _drop_data(opts: CompileOptions, preprocess: Preprocess, resolved: ResolvedModel):
+def _drop_data(opts: CompileOptions, preprocess: Preprocess, model: PreparedModel):
     """--eval's labelled images (checked before any slow step), or None for the agreement proxy."""
     if opts.eval_dir is None:
         return None
     data = load_labelled_folder(opts.eval_dir, preprocess)
-    classes = resolved.spec.num_classes if resolved.spec else None
-    if classes and len(data.classes) != (opts.num_classes or classes):
+    if len(data.classes) != model.num_classes:
         raise EdgevitError(f"--eval {opts.eval_dir} has {len(data.classes)} class subfolders but "
-                           f"{resolved.name} has {opts.num_classes or classes} classes; give one subfolder per "
+                           f"{model.name} has {model.num_classes} classes; give one subfolder per "
                            "model class (sorted names = label order).")
     return data
 
@@ -150,12 +136,6 @@ def _drop_metric(data, calibration: CalibrationSet, reference, batch: int) -> Dr
         return DropMetric(data.inputs, data.labels, run_batched(reference, data.inputs, batch), data.source)
     return DropMetric(calibration.inputs, None, run_batched(reference, calibration.inputs, batch),
                       f"calibration images ({calibration.source})")
-
-
-def _preprocess_for(resolved: ResolvedModel) -> Preprocess:
-    pre = resolved.preprocessing
-    _, h, w = pre["input_size"]
-    return Preprocess(h, w, tuple(pre["mean"]), tuple(pre["std"]), pre["crop_pct"], pre["interpolation"])
 
 
 @torch.no_grad()
@@ -173,11 +153,19 @@ def _tool_versions(backend_versions: dict) -> dict:
             **backend_versions}
 
 
-def compile_model(opts: CompileOptions, progress: StageProgress | None = None) -> CompileResult:
-    progress = progress or SilentProgress()
-    started = time.perf_counter()
+@dataclass
+class _Plan:
+    """What the cheap checks decided, before any slow step."""
 
-    # 1. Names and settings: cheap checks first.
+    profile: DeviceProfile
+    backend: Backend
+    precision: str
+    thresholds: Thresholds
+    recipe: QuantRecipe | None
+
+
+def _plan(opts: CompileOptions) -> _Plan:
+    """Names and settings: every check that needs no model, first."""
     profile = get_device(opts.device, opts.profile_dirs)
     backend = get_backend(choose_backend(profile, opts.backend))
     precision = opts.precision or profile.compile.default_precision
@@ -191,71 +179,60 @@ def compile_model(opts: CompileOptions, progress: StageProgress | None = None) -
         find_images(opts.calib)  # fail now on an unreadable or empty folder, not after export
     recipe = _recipe(opts, backend, precision)
     ensure_writable_dir(opts.output_root)
+    return _Plan(profile, backend, precision, thresholds, recipe)
 
-    # 2. Model, weights, deploy form.
-    resolved = resolve_model(opts.model, parse_input_shape(opts.input_shape), opts.num_classes,
-                             synthetic_weights=opts.weights is None)
-    if resolved.spec is None:
-        weights = {"source": f"as built by {opts.model}", "sha256": None}
-    else:
-        weights = {"source": SYNTHETIC_WEIGHTS_NOTE.format(seed=0), "sha256": None}
-    if opts.weights is not None:
-        sha = load_weights(resolved.module, opts.weights)
-        weights = {"source": str(opts.weights), "sha256": sha}
-    reference = resolved.module.eval()
-    with progress.stage("deploy form (fold BatchNorm, reparameterize)"):
-        deployed = deploy(reference)
-    example = torch.zeros(resolved.input_shape)
 
-    # 3. Capture once at the static shape (clear errors), then the memory budget.
-    with progress.stage("torch.export (static shape check)"):
-        exported = export_static(deployed, example, resolved.name)
-    memory = estimate_memory(deployed, exported, precision)
-    budget = int(profile.compile.model_memory_mb * 2**20)
+def _check_memory(model: PreparedModel, exported, plan: _Plan) -> tuple[MemoryEstimate, int]:
+    """Weights + peak activations against the device's budget; too much is an error that says by how much."""
+    memory = estimate_memory(model.deployed, exported, plan.precision)
+    budget = int(plan.profile.compile.model_memory_mb * 2**20)
     if memory.total_bytes > budget:
         over = memory.total_bytes - budget
         raise DoesNotFitError(
-            f"{resolved.name} at {precision} needs about {memory.total_bytes / 2**20:.1f} MB "
+            f"{model.name} at {plan.precision} needs about {memory.total_bytes / 2**20:.1f} MB "
             f"({memory.weight_bytes / 2**20:.1f} MB weights + {memory.activation_bytes / 2**20:.1f} MB peak "
-            f"activations) but device '{profile.name}' allows {profile.compile.model_memory_mb:g} MB: "
+            f"activations) but device '{plan.profile.name}' allows {plan.profile.compile.model_memory_mb:g} MB: "
             f"{over / 2**20:.1f} MB ({over / budget:.0%}) too much. Try a smaller variant, int8, or a "
             "smaller --input-shape.")
+    return memory, budget
 
-    # 4. Data, quantize + lower (+ the mixed-precision search under --max-drop).
-    preprocess = _preprocess_for(resolved)
+
+def _lower(opts: CompileOptions, plan: _Plan, model: PreparedModel, exported, preprocess: Preprocess,
+           progress: StageProgress) -> tuple[LoweredArtifact, dict | None, CalibrationSet | None, CalibrationSet]:
+    """Quantize + lower (and, under --max-drop, search the layers to keep in fp32)."""
+    recipe = plan.recipe
     if recipe is not None:
-        recipe = replace(recipe, family=resolved.family)
+        recipe = replace(recipe, bridge_module=model.spec.family_spec.bridge_module if model.spec else None)
         _check_layer_names(recipe.fp32_layers, exported)
-        drop_data = _drop_data(opts, preprocess, resolved) if opts.max_drop is not None else None
-    calibration, verification = _data_sets(opts, preprocess, need_calibration=precision == "int8")
-    lowered = backend.lower(deployed, example, precision,
-                            calibration.inputs if calibration is not None else None, progress,
-                            **({"recipe": recipe} if recipe is not None else {}))
+        drop_data = _drop_data(opts, preprocess, model) if opts.max_drop is not None else None
+    calibration, verification = _data_sets(opts, preprocess, need_calibration=plan.precision == "int8")
+    lowered = plan.backend.lower(model.deployed, model.example, plan.precision,
+                                 calibration.inputs if calibration is not None else None, progress,
+                                 **({"recipe": recipe} if recipe is not None else {}))
     mixed = None
     if opts.max_drop is not None:
-        metric = _drop_metric(drop_data, calibration, reference, example.shape[0])
-        lowered, mixed = search_mixed_precision(backend, deployed, example, recipe, calibration.inputs, lowered,
-                                                metric, opts.max_drop, progress, threads=opts.threads)
+        metric = _drop_metric(drop_data, calibration, model.reference, model.example.shape[0])
+        lowered, mixed = search_mixed_precision(plan.backend, model.deployed, model.example, recipe,
+                                                calibration.inputs, lowered, metric, opts.max_drop, progress,
+                                                threads=opts.threads)
+    return lowered, mixed, calibration, verification
 
-    # 5. Verify the serialized bytes in the real runtime against the fp32 eager (training-form) model.
-    with progress.stage(f"verifying in {backend.name} runtime", total=len(verification)) as advance:
-        runner = backend.load(lowered.data, threads=opts.threads)
-        agreement = _verify(runner, reference, verification.inputs, batch=resolved.input_shape[0])
-        advance(len(verification))
-    failures = thresholds.failures(agreement)
 
-    # 6. Artifact + manifest, atomically.
-    out_dir = Path(opts.output_root) / f"{resolved.name.replace(':', '.')}-{profile.name}"
-    artifact_name = f"model{lowered.suffix}"
-    manifest = {
+def _manifest(opts: CompileOptions, plan: _Plan, model: PreparedModel, lowered: LoweredArtifact, mixed,
+              calibration: CalibrationSet | None, verification: CalibrationSet, agreement: Agreement,
+              failures: list[str], memory: MemoryEstimate, budget: int, preprocess: Preprocess,
+              started: float) -> dict:
+    """Every field describes the artifact that was built (shapes and classes from the built model)."""
+    profile, backend, thresholds = plan.profile, plan.backend, plan.thresholds
+    return validate_manifest({
         "manifest_version": MANIFEST_VERSION,
-        "model": {"name": resolved.name, "family": resolved.family,
-                  "params": sum(p.numel() for p in reference.parameters()),
-                  "num_classes": resolved.spec.num_classes if resolved.spec else None},
-        "weights": weights,
+        "model": {"name": model.name, "family": model.family,
+                  "params": sum(p.numel() for p in model.reference.parameters()),
+                  "num_classes": model.num_classes},
+        "weights": model.weights,
         "device": {"name": profile.name, "display_name": profile.display_name, "soc": profile.soc},
         "backend": {"name": backend.name, **lowered.details},
-        "precision": precision,
+        "precision": plan.precision,
         "quantization": lowered.details.get("quantization"),
         **({"mixed_precision": mixed} if mixed is not None else {}),
         "calibration": ({"source": calibration.source, "count": len(calibration),
@@ -266,26 +243,55 @@ def compile_model(opts: CompileOptions, progress: StageProgress | None = None) -
                          "passed": not failures, "runtime_threads": opts.threads},
         "ops": lowered.ops.as_dict(),
         "memory": {**memory.as_dict(), "budget_bytes": budget},
-        "artifact": {"file": artifact_name, "size_bytes": len(lowered.data),
-                     "sha256": hashlib.sha256(lowered.data).hexdigest(),
+        "artifact": {"file": f"model{lowered.suffix}", "size_bytes": len(lowered.data),
+                     "sha256": sha256_bytes(lowered.data),
                      "sidecars": {name: {"size_bytes": len(blob)} for name, blob in lowered.sidecars.items()}},
-        "inputs": [{"name": "pixel_values", "shape": list(resolved.input_shape), "dtype": "float32"}],
-        "outputs": [{"name": "logits", "shape": [resolved.input_shape[0], resolved.spec.num_classes]
-                     if resolved.spec else None, "dtype": "float32"}],
+        "inputs": [{"name": "pixel_values", "shape": list(model.input_shape), "dtype": "float32"}],
+        "outputs": [{"name": "logits", "shape": [model.input_shape[0], model.num_classes]
+                     if model.num_classes else None, "dtype": "float32"}],
         "preprocessing": preprocess.describe(),
         "tool_versions": _tool_versions(backend.versions()),
         "compile_seconds": round(time.perf_counter() - started, 1),
-    }
-    if failures:
-        raise VerificationError(
-            f"{resolved.name} for {profile.name} ({backend.name} {precision}) failed verification on "
-            f"{agreement.samples} inputs: {'; '.join(failures)} (max abs error {agreement.max_abs_error:.4g}, "
-            f"top-1 agreement {agreement.top1_agreement:.0%}). Nothing was written. Calibrate on real "
-            "images (--calib), try another precision, or relax --min-sqnr/--min-cosine.")
+    })
+
+
+def _write(out_dir: Path, lowered: LoweredArtifact, manifest: dict) -> Path:
+    """The artifact, its sidecars, manifest.json and report.md, as one atomic folder."""
+    artifact_name = manifest["artifact"]["file"]
     with atomic_directory(out_dir) as tmp:
         (tmp / artifact_name).write_bytes(lowered.data)
         for name, blob in lowered.sidecars.items():  # e.g. etrecord.bin, for `edgevit profile`
             (tmp / name).write_bytes(blob)
         atomic_write_json(tmp / "manifest.json", manifest)
         atomic_write_text(tmp / "report.md", render_report(manifest))
-    return CompileResult(out_dir=out_dir, artifact=out_dir / artifact_name, manifest=manifest)
+    return out_dir / artifact_name
+
+
+def compile_model(opts: CompileOptions, progress: StageProgress | None = None) -> CompileResult:
+    """model -> weights -> deploy form -> export + memory check -> quantize + lower -> verify -> write."""
+    progress = progress or SilentProgress()
+    started = time.perf_counter()
+    plan = _plan(opts)                                                          # 1. cheap checks
+    with progress.stage("deploy form (fold BatchNorm, reparameterize)"):        # 2. model, weights, deploy
+        model = prepare_model(opts.model, parse_input_shape(opts.input_shape), opts.num_classes, opts.weights)
+    with progress.stage("torch.export (static shape check)"):                   # 3. capture + memory budget
+        exported = export_static(model.deployed, model.example, model.name)
+    memory, budget = _check_memory(model, exported, plan)
+    preprocess = Preprocess.from_dict(model.preprocessing)                      # 4. quantize + lower
+    lowered, mixed, calibration, verification = _lower(opts, plan, model, exported, preprocess, progress)
+    with progress.stage(f"verifying in {plan.backend.name} runtime", total=len(verification)) as advance:
+        runner = plan.backend.load(lowered.data, threads=opts.threads)         # 5. verify the bytes
+        agreement = _verify(runner, model.reference, verification.inputs, batch=model.input_shape[0])
+        advance(len(verification))
+    failures = plan.thresholds.failures(agreement)
+    manifest = _manifest(opts, plan, model, lowered, mixed, calibration, verification, agreement, failures,
+                         memory, budget, preprocess, started)
+    if failures:
+        raise VerificationError(
+            f"{model.name} for {plan.profile.name} ({plan.backend.name} {plan.precision}) failed verification on "
+            f"{agreement.samples} inputs: {'; '.join(failures)} (max abs error {agreement.max_abs_error:.4g}, "
+            f"top-1 agreement {agreement.top1_agreement:.0%}). Nothing was written. Calibrate on real "
+            "images (--calib), try another precision, or relax --min-sqnr/--min-cosine.")
+    out_dir = Path(opts.output_root) / f"{model.name.replace(':', '.')}-{plan.profile.name}"
+    artifact = _write(out_dir, lowered, manifest)                               # 6. artifact + manifest
+    return CompileResult(out_dir=out_dir, artifact=artifact, manifest=manifest)

@@ -12,15 +12,12 @@ import time
 from dataclasses import dataclass, replace
 from pathlib import Path
 
-import torch
 
 from .._io import atomic_directory, atomic_write_bytes, atomic_write_json, ensure_writable_dir
-from ..backends import StageProgress, get_backend
-from ..data import load_image_folder, synthetic_images
-from ..data.images import find_images
-from ..models import deploy
-from ..models._checkpoint import load_weights
-from ..models._resolve import parse_input_shape, resolve_model
+from ..backends import Backend, get_backend, list_backends
+from ..data import Preprocess, find_images, load_image_folder, synthetic_images
+from ..models import parse_input_shape, prepare_model
+from ..progress import SilentProgress, StageProgress
 from ..quantization import DEFAULT_OBSERVER, QuantRecipe
 from ..quantization.sensitivity import FakeQuantGraph
 
@@ -65,9 +62,12 @@ def _chart(report: dict) -> bytes:
     return buffer.getvalue()
 
 
-def quant_report(opts: QuantReportOptions, progress: StageProgress | None = None) -> dict:
-    from .pipeline import SilentProgress, _preprocess_for
+def recipe_backend() -> Backend:
+    """The backend whose PT2E quantizer the recipe annotates (the first registered that takes a recipe)."""
+    return next(get_backend(name) for name in list_backends() if get_backend(name).takes_recipe)
 
+
+def quant_report(opts: QuantReportOptions, progress: StageProgress | None = None) -> dict:
     progress = progress or SilentProgress()
     started = time.perf_counter()
     recipe = QuantRecipe.from_steps(opts.ptq_steps, observer=opts.observer or DEFAULT_OBSERVER,
@@ -75,27 +75,24 @@ def quant_report(opts: QuantReportOptions, progress: StageProgress | None = None
     if opts.calib is not None:
         find_images(opts.calib)
     ensure_writable_dir(opts.output_root)
-    resolved = resolve_model(opts.model, parse_input_shape(opts.input_shape), opts.num_classes,
-                             synthetic_weights=opts.weights is None)
-    if opts.weights is not None:
-        load_weights(resolved.module, opts.weights)
-    recipe = replace(recipe, family=resolved.family)
-    preprocess = _preprocess_for(resolved)
+    with progress.stage("deploy form"):
+        model = prepare_model(opts.model, parse_input_shape(opts.input_shape), opts.num_classes, opts.weights)
+    resolved, deployed, example = model, model.deployed, model.example
+    recipe = replace(recipe, bridge_module=model.spec.family_spec.bridge_module if model.spec else None)
+    preprocess = Preprocess.from_dict(model.preprocessing)
     calibration = (load_image_folder(opts.calib, preprocess, opts.num_calib) if opts.calib is not None
                    else synthetic_images(preprocess, opts.num_calib, seed=0))
-    with progress.stage("deploy form"):
-        deployed = deploy(resolved.module.eval())
-    example = torch.zeros(resolved.input_shape)
+    backend = recipe_backend()
+    quantizer = backend.quantizer(recipe)
     with progress.stage(f"calibrating ({recipe.observer} observers)"):
-        graph = FakeQuantGraph(deployed, example, get_backend("executorch").quantizer(recipe), calibration.inputs,
-                               recipe.calibration_batch)
+        graph = FakeQuantGraph(deployed, example, quantizer, calibration.inputs, recipe.calibration_batch)
     with progress.stage("one layer int8 at a time", total=len(graph.layers)) as advance:
         result = graph.sensitivity(calibration.inputs, on_layer=lambda i, n: advance(1))
     report = {"model": resolved.name, "family": resolved.family,
               "weights": str(opts.weights) if opts.weights else "synthetic (not a trained model)",
               "calibration": {"source": calibration.source, "count": len(calibration),
                               "synthetic": opts.calib is None},
-              "recipe": recipe.describe(), "backend": "executorch (XNNPACKQuantizer patterns)",
+              "recipe": recipe.describe(), "backend": f"{backend.name} ({type(quantizer).__name__} patterns)",
               "method": "eager fake-quant with the calibrated observers' qparams; one layer's input, weight "
                         "and output quantizers on at a time, the rest fp32; logits compared with fp32",
               **result.as_dict(), "seconds": round(time.perf_counter() - started, 1)}

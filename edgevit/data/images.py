@@ -59,6 +59,12 @@ class Preprocess:
         std = torch.tensor(self.std).view(3, 1, 1)
         return (x - mean) / std
 
+    @classmethod
+    def from_dict(cls, pre: dict) -> Preprocess:
+        """From a ``preprocessing`` block (a model's, or a manifest's: what a deployer replicates)."""
+        _, h, w = pre["input_size"]
+        return cls(h, w, tuple(pre["mean"]), tuple(pre["std"]), pre["crop_pct"], pre["interpolation"])
+
     def normalise(self, x: torch.Tensor) -> torch.Tensor:
         """[0, 1] images (N, 3, H, W) -> model inputs."""
         return (x - torch.tensor(self.mean).view(1, 3, 1, 1)) / torch.tensor(self.std).view(1, 3, 1, 1)

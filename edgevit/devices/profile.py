@@ -13,10 +13,11 @@ from typing import Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
+from ..backends import list_backends
 from ..errors import EdgevitError, UnknownNameError
 
 __all__ = ["DeviceProfile", "CpuCluster", "Compute", "load_profiles", "get_device", "list_devices",
-           "BUILTIN_PROFILE_DIR", "ProfileError"]
+           "BUILTIN_PROFILE_DIR", "ProfileError", "host_facts"]
 
 # A wheel carries the profiles inside the package; a source checkout (editable install) has them at the root.
 _PACKAGED = Path(__file__).resolve().parents[1] / "_profiles"
@@ -63,15 +64,20 @@ class Compute(_Strict):
 
 
 class CompileSettings(_Strict):
-    backends: list[Literal["executorch", "litert"]] = Field(min_length=1)
-    preferred_backend: Literal["executorch", "litert"]
+    backends: list[str] = Field(min_length=1, description="registered backend names (edgevit.backends)")
+    preferred_backend: str
     delegate: Literal["xnnpack"] = "xnnpack"
     default_precision: Precision = "int8"
     threads: int = Field(gt=0, description="CPU threads the runtime should use (the big cores)")
     model_memory_mb: float = Field(gt=0, description="weights + activations a model may use")
 
     @model_validator(mode="after")
-    def _preferred_is_supported(self) -> "CompileSettings":
+    def _preferred_is_supported(self) -> CompileSettings:
+        known = list_backends()
+        unknown = [b for b in self.backends if b not in known]
+        if unknown:
+            raise ValueError(f"backend(s) {', '.join(unknown)} are not registered; edgevit has "
+                             f"{', '.join(known)}")
         if self.preferred_backend not in self.backends:
             raise ValueError(f"preferred_backend '{self.preferred_backend}' is not in backends {self.backends}")
         return self
@@ -104,7 +110,7 @@ class DeviceProfile(_Strict):
                 "prec.": self.compile.default_precision, "budget": f"{self.compile.model_memory_mb:g} MB"}
 
 
-def _host_facts() -> dict:
+def host_facts() -> dict:
     """Fill the ``host`` profile from this machine (its facts are not known until run time)."""
     model = platform.processor() or platform.machine()
     try:
@@ -145,7 +151,7 @@ def load_profile_file(path: Path) -> DeviceProfile:
 
 
 def _apply_host_facts(data: dict) -> dict:
-    facts = _host_facts()
+    facts = host_facts()
     data = {k: v for k, v in data.items() if k != "detect"}
     data["soc"] = facts["soc"]
     data["cpu"] = {"arch": facts["arch"], "clusters": [

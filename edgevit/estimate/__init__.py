@@ -1,8 +1,9 @@
 """``edgevit estimate``: predicted latency of a model on a device, per stage, without running it there.
 
-``graph`` turns a model into the operators XNNPACK will run (MACs, bytes, fusion and layouts as the
-ExecuTorch lowering does them); ``model`` prices each operator from the device's figures and calibrates
-those figures from per-operator profiles of the device (``edgevit calibrate``). Calibrations are JSON
+The backend's cost replay (``Backend.cost_replay()``; ExecuTorch: XNNPACK's lowering, its fusions and
+layouts) turns a model into the operators its runtime will run, with MACs and bytes; ``model`` prices each
+operator from the device's figures and calibrates those figures from per-operator profiles of the device
+(``edgevit calibrate``). Calibrations are JSON
 files, one per device: ``CALIBRATION_DIR/DEVICE.json`` (default ``out/calibration/``, next to the
 artifacts whose profiles they come from); measured host peaks go to ``CALIBRATION_DIR/host-peaks.json``.
 """
@@ -12,9 +13,12 @@ import json
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from ..backends.cost import ModelWork, WorkItem
+from ..devices import get_device
 from ..errors import EdgevitError
-from .graph import ModelWork, WorkItem, model_work
 from .model import CostModel, Observation, Prediction, fit, uncalibrated
+from .observe import find_profiles, observation_from_profile
+from .work import cost_backend, model_work
 
 __all__ = [
     "DEFAULT_CALIBRATION_DIR",
@@ -24,6 +28,7 @@ __all__ = [
     "Observation",
     "WorkItem",
     "calibrate",
+    "cost_backend",
     "cost_model_for",
     "estimate",
     "fit",
@@ -31,7 +36,6 @@ __all__ = [
 ]
 
 DEFAULT_CALIBRATION_DIR = Path("out/calibration")
-PRECISIONS = ("fp32", "fp16", "int8")
 
 
 @dataclass
@@ -105,14 +109,15 @@ def cost_model_for(profile, calibration: Path | None = None,
 
 def estimate(model: str, device: str, precision: str, input_shape: tuple[int, ...] | None = None,
              calibration: Path | None = None, calibration_dir: Path = DEFAULT_CALIBRATION_DIR,
-             profile_dirs: list[Path] | None = None, num_classes: int | None = None) -> Estimate:
-    from ..devices import get_device
-
-    if precision not in PRECISIONS:
-        raise EdgevitError(f"Unknown precision '{precision}'; the latency model covers {', '.join(PRECISIONS)}.")
+             profile_dirs: list[Path] | None = None, num_classes: int | None = None,
+             backend: str = "auto") -> Estimate:
     profile = get_device(device, profile_dirs)
+    _, replay = cost_backend(profile, backend)
+    if precision not in replay.precisions:
+        raise EdgevitError(f"Unknown precision '{precision}'; the latency model covers "
+                           f"{', '.join(replay.precisions)}.")
     cost, figures, used = cost_model_for(profile, calibration, calibration_dir)  # before the slow export
-    work = model_work(model, precision, input_shape, num_classes)
+    work = model_work(model, precision, input_shape, num_classes, replay)
     prediction = cost.predict(work)
     return _summarize(work, profile.name, cost, prediction, figures, used)
 
@@ -140,7 +145,6 @@ def _summarize(work: ModelWork, device: str, cost: CostModel, p: Prediction, fig
 
 def calibrate(roots: list[Path], device: str, threads: int = 1, progress=None) -> tuple[CostModel, list[str]]:
     """Fit a device's cost model from the profiles under ``roots``; returns it and the profiles passed over."""
-    from .observe import find_profiles, observation_from_profile
 
     paths, passed = find_profiles(roots, device, threads)
     if not paths:

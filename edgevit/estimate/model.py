@@ -1,6 +1,6 @@
 """The latency model: what each XNNPACK operator costs on a device, and its calibration from profiles.
 
-Per operator (a :class:`~edgevit.estimate.graph.WorkItem`), one line per operator kind and precision
+Per operator (a :class:`~edgevit.backends.cost.WorkItem`, from the backend's cost replay), one line per operator kind and precision
 ("gemm/int8", "softmax/fp32", ...)::
 
     seconds = units / unit_rate + bytes / bandwidth + weight_bytes / weight_bandwidth + overhead
@@ -34,7 +34,7 @@ import numpy as np
 
 from .._io import atomic_write_json
 from ..errors import EdgevitError
-from .graph import ModelWork, WorkItem, category_of_event
+from ..backends.cost import ModelWork, WorkItem
 
 __all__ = [
     "CALIBRATION_VERSION",
@@ -231,7 +231,7 @@ class Observation:
     """One profiled model: its work items and what its profile measured (milliseconds)."""
 
     work: ModelWork
-    events: list[tuple[str, float]]         # (XNNPACK event name, median ms per call), in execution order
+    events: list[tuple[str, float]]         # (operator kind, median ms per call), in execution order
     delegate_ms: float | None = None        # DELEGATE_CALL median
     wall_ms: float | None = None            # measured latency per inference (median), runtime call included
     source: str = ""
@@ -240,10 +240,8 @@ class Observation:
 def align(work: ModelWork, events: list[tuple[str, float]]) -> tuple[list[tuple[WorkItem, float]], list[str]]:
     """Pair work items with measured events kind by kind, in order; kinds whose counts differ are skipped."""
     measured, items = defaultdict(list), defaultdict(list)
-    for name, ms in events:
-        kind = category_of_event(name)
-        if kind is not None:
-            measured[kind].append(ms)
+    for kind, ms in events:
+        measured[kind].append(ms)
     for item in work.items:
         items[item.category].append(item)
     pairs, skipped = [], []
@@ -329,7 +327,7 @@ def fit(observations: list[Observation], device: str) -> CostModel:
     # = call + operators x dispatch + unprofiled x operator time (non-negative least squares).
     per_precision = defaultdict(list)
     for obs, _, _ in aligned:
-        timed = [ms * 1e-3 for name, ms in obs.events if category_of_event(name)]
+        timed = [ms * 1e-3 for _, ms in obs.events]
         total = obs.wall_ms if obs.wall_ms is not None else obs.delegate_ms
         if total is not None and timed:
             per_precision[obs.work.precision].append((len(timed), sum(timed), total * 1e-3 - sum(timed)))

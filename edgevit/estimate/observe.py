@@ -1,19 +1,22 @@
 """Per-operator measurements the latency model calibrates on: stored profiles, or a run here.
 
-A stored profile is what ``edgevit profile`` writes (``ARTIFACT_DIR/profiles/DEVICE-TIMESTAMP.json``,
-ExecuTorch artifacts only); its manifest says which model, shape and precision ran, so the work items
-are rebuilt from the model itself and paired with the profile's XNNPACK events.
+A stored profile is what ``edgevit profile`` writes (``ARTIFACT_DIR/profiles/DEVICE-TIMESTAMP.json``) of
+an artifact whose backend has a cost model; its manifest says which model, shape and precision ran, so the
+work items are rebuilt from the model itself by the backend's cost replay and paired with the profile's
+operator events, which the same replay names by kind.
 """
 from __future__ import annotations
 
 import json
 from pathlib import Path
 
+from ..backends import get_backend, list_backends
+from ..backends.cost import CostReplay, ModelWork
 from ..errors import EdgevitError
-from .graph import category_of_event, model_work
 from .model import Observation
+from .work import model_work
 
-__all__ = ["find_profiles", "observation_from_etdump", "observation_from_profile"]
+__all__ = ["find_profiles", "observation_from_profile", "observation_from_rows"]
 
 
 def _read(path: Path) -> dict | None:
@@ -43,8 +46,8 @@ def find_profiles(roots: list[Path], device: str, threads: int = 1) -> tuple[lis
             art, settings = data.get("artifact", {}), data.get("settings", {})
             if art.get("device") != device:
                 continue
-            if art.get("backend") != "executorch":
-                passed.append(f"{path}: {art.get('backend')} artifact (the model covers ExecuTorch/XNNPACK)")
+            if art.get("backend") not in list_backends() or get_backend(art["backend"]).cost_replay() is None:
+                passed.append(f"{path}: {art.get('backend')} artifact (its backend has no cost model)")
             elif settings.get("threads") != threads:
                 passed.append(f"{path}: ran with {settings.get('threads')} threads, not {threads}")
             else:
@@ -66,21 +69,21 @@ def observation_from_profile(path: Path) -> Observation:
         raise EdgevitError(f"The profile {path} has no readable manifest.json next to its artifact "
                            f"({manifest_path}); the model it ran cannot be rebuilt.") from None
     num_classes = (manifest.get("model") or {}).get("num_classes")
-    work = model_work(art["model"], art["precision"], tuple(art["input_shape"]), num_classes)
+    replay = get_backend(art["backend"]).cost_replay()
+    work = model_work(art["model"], art["precision"], tuple(art["input_shape"]), num_classes, replay)
     # "ms" is the median per run (older profiles called it "median_ms")
-    events = [(r["name"], r["median_ms"] if "median_ms" in r else r["ms"]) for r in data["ops"]
-              if category_of_event(r["name"])]
+    events = _kinds(replay, [(r["name"], r["median_ms"] if "median_ms" in r else r["ms"]) for r in data["ops"]])
     delegate = sum(d["median_ms"] for d in data.get("delegate_calls", []) if d.get("median_ms") is not None)
     wall = (data.get("runner_wall_ms") or data.get("wall_ms") or {}).get("median")
     return Observation(work, events, delegate or None, wall, str(path))
 
 
-def observation_from_etdump(work, etdump: bytes, wall_ms: float | None, warmup: int = 0,
-                            source: str = "") -> Observation:
-    """An observation from an ETDump taken here (the benchmark and the tests)."""
-    from ..profiling.etdump import parse_etdump
+def _kinds(replay: CostReplay, events: list[tuple[str, float]]) -> list[tuple[str, float]]:
+    """(event name, ms) -> (operator kind, ms); events that are not operators are dropped."""
+    return [(kind, ms) for name, ms in events if (kind := replay.event_category(name)) is not None]
 
-    parsed = parse_etdump(etdump, warmup=warmup, source=source or "the ETDump")
-    events = [(r.name, r.median_ms) for r in parsed.ops if category_of_event(r.name)]
-    delegate = sum(d["median_ms"] for d in parsed.delegate_calls if d.get("median_ms") is not None)
-    return Observation(work, events, delegate or None, wall_ms, source)
+
+def observation_from_rows(work: ModelWork, replay: CostReplay, rows: list[tuple[str, float]],
+                          delegate_ms: float | None, wall_ms: float | None, source: str = "") -> Observation:
+    """An observation from per-operator (name, median ms) rows measured here (the benchmark and the tests)."""
+    return Observation(work, _kinds(replay, rows), delegate_ms, wall_ms, source)

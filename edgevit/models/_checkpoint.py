@@ -1,4 +1,4 @@
-"""Loading real checkpoints (timm layout, or a family's original layout via its ``checkpoint_filter_fn``).
+"""Loading real checkpoints (timm layout, or a family's original layout via its ``FamilySpec.checkpoint_filter``).
 
 Accepts .safetensors, .pth/.pt and .bin; plain state dicts or ones wrapped as ``{"state_dict": ...}``,
 ``{"model": ...}`` (EMA variants too), with an optional DDP ``module.`` prefix. Every failure names the
@@ -7,13 +7,14 @@ file and, for a mismatch, the keys.
 from __future__ import annotations
 
 import hashlib
-import sys
+from collections.abc import Callable
 from pathlib import Path
 
 import torch
 from torch import nn
 
 from ..errors import CheckpointError
+from ._registry import FamilySpec, get_family_spec, list_families
 
 __all__ = ["read_state_dict", "load_weights", "sha256_of"]
 
@@ -63,16 +64,29 @@ def _listing(keys: list[str]) -> str:
     return shown + (f" (+{len(keys) - _SHOW} more)" if len(keys) > _SHOW else "")
 
 
-def load_weights(model: nn.Module, path: str | Path) -> str:
+def _checkpoint_filter(model: nn.Module, family: str | FamilySpec | None) -> Callable | None:
+    if family is not None:
+        return (family if isinstance(family, FamilySpec) else get_family_spec(family)).checkpoint_filter
+    # The zoo's model classes live in their family's module, next to the family's filter.
+    module = type(model).__module__
+    for name in list_families():
+        filter_fn = get_family_spec(name).checkpoint_filter
+        if filter_fn is not None and filter_fn.__module__ == module:
+            return filter_fn
+    return None
+
+
+def load_weights(model: nn.Module, path: str | Path, family: str | FamilySpec | None = None) -> str:
     """Load ``path`` into ``model`` strictly; returns the file's sha256.
 
-    The family's ``checkpoint_filter_fn`` (if the model's module defines one) converts original-repo
-    layouts first. Missing, unexpected and mis-shaped keys are all reported together.
+    The family's ``checkpoint_filter`` converts original-repo layouts first. ``family`` names it; None
+    recognises a zoo model by its class (defined in a family's module) and applies no filter to anything
+    else (a user's module is loaded as saved). Missing, unexpected and mis-shaped keys are all reported
+    together.
     """
     path = Path(path)
     state = read_state_dict(path)
-    family = sys.modules.get(type(model).__module__)
-    filter_fn = getattr(family, "checkpoint_filter_fn", None)
+    filter_fn = _checkpoint_filter(model, family)
     if filter_fn is not None:
         state = filter_fn(state, model)
     expected = model.state_dict()

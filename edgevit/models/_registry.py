@@ -1,6 +1,12 @@
 """Model registry: name -> builder + metadata (timm's ``register_model`` + ``default_cfgs`` in one place).
 
-A family file decorates one small function per variant::
+A family file registers its family once (the facts shared by all its variants: the conv->attention
+bridge the quantizer may keep float, the converter for original-repository checkpoints)::
+
+    register_family("efficientformer", bridge_module="MetaBlock3d", checkpoint_filter=checkpoint_filter_fn,
+                    paper="arXiv:2206.01191")
+
+and decorates one small function per variant::
 
     @register_model("efficientformer_l1", family="efficientformer", paper="arXiv:2206.01191")
     def efficientformer_l1(**kwargs) -> EfficientFormer:
@@ -18,11 +24,26 @@ from torch import nn
 
 from ..errors import UnknownNameError
 
-__all__ = ["ModelSpec", "register_model", "get_model_spec", "list_models", "IMAGENET_DEFAULT_MEAN",
-           "IMAGENET_DEFAULT_STD"]
+__all__ = ["FamilySpec", "ModelSpec", "register_family", "get_family_spec", "list_families", "register_model",
+           "get_model_spec", "list_models", "IMAGENET_DEFAULT_MEAN", "IMAGENET_DEFAULT_STD"]
 
 IMAGENET_DEFAULT_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_DEFAULT_STD = (0.229, 0.224, 0.225)
+
+
+@dataclass(frozen=True)
+class FamilySpec:
+    """What every variant of one architecture family shares."""
+
+    name: str
+    # Class name of the family's first conv->attention bridge module as it appears in the deploy form
+    # (the module the quantizer's ``float_bridges`` step keeps float; Q-HyViT: its activation ranges are
+    # the hardest to fit). None: the family has no such bridge.
+    bridge_module: str | None = None
+    # ``filter(state_dict, model) -> state_dict``: converts the original repository's checkpoint layout
+    # (and wrappers, distillation heads) to this package's; applied by ``load_weights``.
+    checkpoint_filter: Callable[[dict, nn.Module], dict] | None = field(default=None, repr=False)
+    paper: str = ""
 
 
 @dataclass(frozen=True)
@@ -48,6 +69,10 @@ class ModelSpec:
     paper: str = ""
 
     @property
+    def family_spec(self) -> FamilySpec:
+        return get_family_spec(self.family)
+
+    @property
     def resolution(self) -> int:
         return self.input_size[-1]
 
@@ -58,14 +83,38 @@ class ModelSpec:
 
 
 _REGISTRY: dict[str, ModelSpec] = {}
+_FAMILIES: dict[str, FamilySpec] = {}
+
+
+def register_family(name: str, *, bridge_module: str | None = None,
+                    checkpoint_filter: Callable[[dict, nn.Module], dict] | None = None, paper: str = "") -> FamilySpec:
+    """Register a family (once, before its variants); returns its spec."""
+    if name in _FAMILIES:
+        raise ValueError(f"family {name!r} registered twice")
+    spec = _FAMILIES[name] = FamilySpec(name, bridge_module, checkpoint_filter, paper)
+    return spec
+
+
+def get_family_spec(name: str) -> FamilySpec:
+    try:
+        return _FAMILIES[name]
+    except KeyError:
+        raise UnknownNameError("family", name, _FAMILIES, plural="families") from None
+
+
+def list_families() -> list[str]:
+    return sorted(_FAMILIES)
 
 
 def register_model(name: str, *, family: str, **meta) -> Callable:
-    """Register a variant builder under ``name`` (timm's name) with its metadata."""
+    """Register a variant builder under ``name`` (timm's name) with its metadata; ``family`` must have
+    been registered with :func:`register_family`."""
 
     def decorate(builder: Callable[..., nn.Module]) -> Callable[..., nn.Module]:
         if name in _REGISTRY:
             raise ValueError(f"model {name!r} registered twice")
+        if family not in _FAMILIES:
+            raise ValueError(f"model {name!r}: family {family!r} is not registered (register_family first)")
         _REGISTRY[name] = ModelSpec(name=name, family=family, builder=builder, **meta)
         return builder
 

@@ -24,6 +24,7 @@ class ResolvedModel:
     input_shape: tuple[int, int, int, int]     # static (N, C, H, W)
     spec: ModelSpec | None                     # None for a user's module
     preprocessing: dict = field(default_factory=dict)
+    output_shape: tuple[int, ...] | None = None  # of one forward at input_shape (None: not one tensor)
 
 
 def parse_input_shape(text: str | None) -> tuple[int, ...] | None:
@@ -112,12 +113,13 @@ def resolve_model(ref: str, input_shape: tuple[int, ...] | None = None, num_clas
 
 @torch.no_grad()
 def _check_forward(resolved: ResolvedModel) -> None:
-    """Run one eager forward so a shape the model cannot take is reported before any export."""
+    """Run one eager forward so a shape the model cannot take is reported before any export; records the
+    output shape."""
     x = torch.zeros(resolved.input_shape)
     try:
-        resolved.module(x)
+        out = resolved.module(x)
     except Exception as e:  # noqa: BLE001
         first = str(e).splitlines()[0] if str(e) else type(e).__name__
         raise EdgevitError(f"{resolved.name} cannot take input shape "
                            f"{','.join(map(str, resolved.input_shape))}: {first}") from None
-
+    resolved.output_shape = tuple(out.shape) if isinstance(out, torch.Tensor) else None

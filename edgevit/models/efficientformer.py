@@ -24,7 +24,7 @@ import re
 import torch
 from torch import nn
 
-from ._registry import register_model
+from ._registry import register_family, register_model
 from .layers.norm import Standardize, fold_norm_affine
 from .layers import (AttentionBiasMixin, DropPath, LayerScale, attention_bias_index, average_heads,
                      fold_layer_scale, fuse_conv_bn)
@@ -454,7 +454,11 @@ def checkpoint_filter_fn(state_dict: dict[str, torch.Tensor], model: nn.Module |
 # Variants
 # --------------------------------------------------------------------------------------------------
 
-_META = dict(family="efficientformer", paper="arXiv:2206.01191", input_size=(3, 224, 224), crop_pct=0.95,
+# The conv->attention bridge: the first 3-D attention block after the 4-D -> token flatten.
+_FAMILY = register_family("efficientformer", bridge_module="MetaBlock3d", checkpoint_filter=checkpoint_filter_fn,
+                          paper="arXiv:2206.01191")
+
+_META = dict(family=_FAMILY.name, paper=_FAMILY.paper, input_size=(3, 224, 224), crop_pct=0.95,
              interpolation="bicubic", fixed_input_size=True)
 
 

@@ -28,7 +28,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ._registry import register_model
+from ._registry import register_family, register_model
 from .layers import (AttentionBiasMixin, DropPath, LayerScale, attention_bias_index, average_heads,
                      fold_layer_scale, fuse_bn_linear, fuse_conv_bn)
 
@@ -589,7 +589,11 @@ def checkpoint_filter_fn(state_dict: dict[str, torch.Tensor], model: nn.Module |
 # Variants
 # --------------------------------------------------------------------------------------------------
 
-_META = dict(family="efficientformer_v2", paper="arXiv:2212.08059", input_size=(3, 224, 224), crop_pct=0.95,
+# The conv->attention bridge: the attention downsample into the last stage.
+_FAMILY = register_family("efficientformer_v2", bridge_module="Attention2dDownsample",
+                          checkpoint_filter=checkpoint_filter_fn, paper="arXiv:2212.08059")
+
+_META = dict(family=_FAMILY.name, paper=_FAMILY.paper, input_size=(3, 224, 224), crop_pct=0.95,
              interpolation="bicubic", fixed_input_size=True)
 
 

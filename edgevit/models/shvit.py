@@ -23,7 +23,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ._registry import register_model
+from ._registry import register_family, register_model
 from .layers import fuse_bn_linear, fuse_conv_bn
 from .layers.norm import Standardize, fold_norm_affine
 
@@ -364,9 +364,13 @@ def checkpoint_filter_fn(state_dict: dict[str, torch.Tensor], model: SHViT) -> d
 # Variants
 # --------------------------------------------------------------------------------------------------
 
+# The conv->attention bridge: the first partial-channel single-head attention (deploy form).
+_FAMILY = register_family("shvit", bridge_module="FusedSHSA", checkpoint_filter=checkpoint_filter_fn,
+                          paper="arXiv:2401.16456")
+
 # The net downsamples by 64, but the native 224 already rounds up at the last stage, so any multiple
 # of 32 behaves like the trained resolution.
-_CFG = dict(family="shvit", paper="arXiv:2401.16456", crop_pct=0.875, interpolation="bicubic",
+_CFG = dict(family=_FAMILY.name, paper=_FAMILY.paper, crop_pct=0.875, interpolation="bicubic",
             fixed_input_size=False, stride=32, img_size_kwarg="img_size")
 
 

@@ -21,7 +21,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ._registry import register_model
+from ._registry import register_family, register_model
 from .layers import DropPath, attention_bias_index, fuse_conv_bn
 from .layers.norm import Standardize, fold_norm_affine
 
@@ -418,7 +418,11 @@ def checkpoint_filter_fn(state_dict: dict[str, torch.Tensor], model: TinyVit) ->
 # Variants
 # --------------------------------------------------------------------------------------------------
 
-_CFG = dict(family="tiny_vit", paper="arXiv:2207.10666", input_size=(3, 224, 224), crop_pct=0.95,
+# The conv->attention bridge: the patch merging from the conv stage into the attention stages.
+_FAMILY = register_family("tiny_vit", bridge_module="PatchMerging", checkpoint_filter=checkpoint_filter_fn,
+                          paper="arXiv:2207.10666")
+
+_CFG = dict(family=_FAMILY.name, paper=_FAMILY.paper, input_size=(3, 224, 224), crop_pct=0.95,
             interpolation="bicubic", fixed_input_size=False, stride=32, img_size_kwarg="img_size")
 
 

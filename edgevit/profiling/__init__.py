@@ -1,8 +1,7 @@
 """Measuring artifacts: ``bench`` (every backend x precision side by side on this machine) and ``profile``
-(per-op profiles on a device, see ``profile.py``).
+(per-op profiles on a device, see ``profile.py``; where they run, ``via/``).
 
-Imports are lazy: the device-side runner (``python -m edgevit.profiling.runner``) must start without
-torch.export, the backends or the compile pipeline.
+Imports are lazy so that ``import edgevit.profiling`` stays cheap for the commands that need only a part.
 """
 __all__ = ["BenchOptions", "BenchRow", "run_bench"]
 

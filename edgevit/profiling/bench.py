@@ -11,20 +11,21 @@ import json
 import statistics
 import subprocess
 import sys
-import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 import torch
 
 from .._io import atomic_write_bytes, atomic_write_json, ensure_writable_dir
-from ..backends import StageProgress, get_backend
-from ..compile import CompileOptions, SilentProgress, compile_model
+from ..backends import get_backend
+from ..compile import DEFAULT_THRESHOLDS, Agreement, CompileOptions, compile_model
 from ..devices import get_device
 from ..errors import EdgevitError
-from ..models._resolve import parse_input_shape, resolve_model
+from ..models import parse_input_shape, resolve_model
+from ..progress import SilentProgress, StageProgress
+from ..timing import p90, time_round_robin
 
-__all__ = ["BenchOptions", "BenchRow", "run_bench", "pick_fastest", "time_round_robin"]
+__all__ = ["BenchOptions", "BenchRow", "run_bench", "pick_fastest"]
 
 
 @dataclass
@@ -64,21 +65,6 @@ class BenchRow:
         return f"{self.backend}/{self.precision}"
 
 
-def time_round_robin(runners: dict, example: torch.Tensor, rounds: int, warmup: int) -> dict[str, list[float]]:
-    """Milliseconds per call for each runner; every round calls each runner once, in order."""
-    times: dict = {k: [] for k in runners}
-    with torch.no_grad():
-        for _ in range(warmup):
-            for run in runners.values():
-                run(example)
-        for _ in range(rounds):
-            for key, run in runners.items():
-                start = time.perf_counter()
-                run(example)
-                times[key].append((time.perf_counter() - start) * 1e3)
-    return times
-
-
 def _peak_memory(backend: str, artifact: Path, shape: tuple[int, ...], threads: int) -> int | None:
     cmd = [sys.executable, "-m", "edgevit.profiling._memprobe", backend, str(artifact), *map(str, shape), "5",
            str(threads)]
@@ -95,6 +81,68 @@ def pick_fastest(rows: list[BenchRow]) -> BenchRow | None:
     return min(ok, key=lambda r: r.median_ms) if ok else None
 
 
+@dataclass
+class _Candidate:
+    """One backend x precision, compiled and verified once (or the reason it could not be)."""
+
+    backend: str
+    precision: str
+    artifact: Path | None = None
+    manifest: dict | None = None
+    error: str | None = None
+
+
+def _build_candidates(opts: BenchOptions, device: str, backends: list[str], out_dir: Path,
+                      progress: StageProgress) -> list[_Candidate]:
+    """Every candidate through the normal compile pipeline; a failure is a row with its reason."""
+    candidates = []
+    for backend_name in backends:
+        backend = get_backend(backend_name)
+        for precision in opts.precisions or backend.precisions:
+            if precision not in backend.precisions:
+                continue
+            with progress.stage(f"compiling {backend_name}/{precision}"):
+                try:
+                    result = compile_model(CompileOptions(
+                        model=opts.model, device=device, backend=backend_name, precision=precision,
+                        input_shape=opts.input_shape, num_calib=opts.num_calib,
+                        output_root=out_dir / f"{backend_name}-{precision}", profile_dirs=opts.profile_dirs,
+                        min_sqnr=-1e9, min_cosine=-1.0))  # record the numbers; judge below, don't abort
+                    candidates.append(_Candidate(backend_name, precision, result.artifact, result.manifest))
+                except EdgevitError as e:
+                    candidates.append(_Candidate(backend_name, precision, error=str(e)))
+    return candidates
+
+
+def _time_candidates(opts: BenchOptions, reference, shape: tuple[int, ...], candidates: list[_Candidate],
+                     threads: int, peak_memory: dict, progress: StageProgress) -> list[BenchRow]:
+    """One row per candidate (and torch eager) at ``threads``, all timed round-robin in one run."""
+    torch.set_num_threads(threads)
+    runners = {("torch", "fp32"): reference}
+    for c in candidates:
+        if c.artifact is not None:
+            runners[(c.backend, c.precision)] = get_backend(c.backend).load(c.artifact, threads)
+    with progress.stage(f"timing {len(runners)} candidates, {threads} thread(s)", total=opts.rounds) as advance:
+        times = time_round_robin(runners, torch.zeros(shape), opts.rounds, opts.warmup)
+        advance(opts.rounds)
+    ref = times.pop(("torch", "fp32"))
+    rows = [BenchRow("torch", "fp32", threads, statistics.median(ref), p90(ref))]
+    for c in candidates:
+        row = BenchRow(c.backend, c.precision, threads, error=c.error)
+        if c.artifact is not None:
+            ts, v = times[(c.backend, c.precision)], c.manifest["verification"]
+            row.median_ms, row.p90_ms = statistics.median(ts), p90(ts)
+            row.size_bytes, row.artifact = c.manifest["artifact"]["size_bytes"], str(c.artifact)
+            row.sqnr_db, row.cosine, row.top1_agreement = v["sqnr_db"], v["cosine"], v["top1_agreement"]
+            row.passed = not DEFAULT_THRESHOLDS[c.precision].failures(_agreement_of(v))
+            if opts.measure_memory and c.artifact not in peak_memory:  # once per artifact: threads barely matter
+                with progress.stage(f"peak memory {c.backend}/{c.precision}"):
+                    peak_memory[c.artifact] = _peak_memory(c.backend, c.artifact, shape, threads)
+            row.peak_memory_bytes = peak_memory.get(c.artifact)
+        rows.append(row)
+    return rows
+
+
 def run_bench(opts: BenchOptions, progress: StageProgress | None = None) -> dict:
     progress = progress or SilentProgress()
     profile = get_device(opts.device, opts.profile_dirs)
@@ -105,57 +153,11 @@ def run_bench(opts: BenchOptions, progress: StageProgress | None = None) -> dict
                                f"(its profile lists {', '.join(profile.compile.backends)}).")
     out_dir = ensure_writable_dir(Path(opts.output_root) / f"{opts.model.replace(':', '.')}-{profile.name}")
     resolved = resolve_model(opts.model, parse_input_shape(opts.input_shape))
-    example = torch.zeros(resolved.input_shape)
-
-    # 1. Build (and verify) every candidate once; a candidate that fails is a row with its reason.
-    candidates: list[tuple[str, str, Path | None, dict | None, str | None]] = []
-    for backend_name in backends:
-        backend = get_backend(backend_name)
-        for precision in opts.precisions or backend.precisions:
-            if precision not in backend.precisions:
-                continue
-            with progress.stage(f"compiling {backend_name}/{precision}"):
-                try:
-                    result = compile_model(CompileOptions(
-                        model=opts.model, device=profile.name, backend=backend_name, precision=precision,
-                        input_shape=opts.input_shape, num_calib=opts.num_calib,
-                        output_root=out_dir / f"{backend_name}-{precision}", profile_dirs=opts.profile_dirs,
-                        min_sqnr=-1e9, min_cosine=-1.0))  # record the numbers; judge below, don't abort
-                    candidates.append((backend_name, precision, result.artifact, result.manifest, None))
-                except EdgevitError as e:
-                    candidates.append((backend_name, precision, None, None, str(e)))
-
-    # 2. Time them side by side, per thread count.
-    rows: list[BenchRow] = []
-    from ..compile.metrics import DEFAULT_THRESHOLDS
-    peak_memory: dict[Path, int | None] = {}  # per artifact, measured once: threads barely change it
-    for threads in opts.threads:
-        torch.set_num_threads(threads)
-        runners = {("torch", "fp32"): resolved.module}
-        for backend_name, precision, artifact, _, error in candidates:
-            if artifact is not None:
-                runners[(backend_name, precision)] = get_backend(backend_name).load(artifact, threads)
-        with progress.stage(f"timing {len(runners)} candidates, {threads} thread(s)", total=opts.rounds) as advance:
-            times = time_round_robin(runners, example, opts.rounds, opts.warmup)
-            advance(opts.rounds)
-        ref = times.pop(("torch", "fp32"))
-        rows.append(BenchRow("torch", "fp32", threads, statistics.median(ref), _p90(ref)))
-        for backend_name, precision, artifact, manifest, error in candidates:
-            row = BenchRow(backend_name, precision, threads, error=error)
-            if artifact is not None:
-                ts = times[(backend_name, precision)]
-                v = manifest["verification"]
-                t = DEFAULT_THRESHOLDS[precision]
-                row.median_ms, row.p90_ms = statistics.median(ts), _p90(ts)
-                row.size_bytes, row.artifact = manifest["artifact"]["size_bytes"], str(artifact)
-                row.sqnr_db, row.cosine, row.top1_agreement = v["sqnr_db"], v["cosine"], v["top1_agreement"]
-                row.passed = not t.failures(_agreement_of(v))
-                if opts.measure_memory and artifact not in peak_memory:
-                    with progress.stage(f"peak memory {backend_name}/{precision}"):
-                        peak_memory[artifact] = _peak_memory(backend_name, artifact, resolved.input_shape, threads)
-                row.peak_memory_bytes = peak_memory.get(artifact)
-            rows.append(row)
-
+    candidates = _build_candidates(opts, profile.name, backends, out_dir, progress)
+    peak_memory: dict[Path, int | None] = {}
+    rows = [row for threads in opts.threads
+            for row in _time_candidates(opts, resolved.module, resolved.input_shape, candidates, threads,
+                                        peak_memory, progress)]
     best = {t: pick_fastest([r for r in rows if r.threads == t]) for t in opts.threads}
     report = {"model": resolved.name, "device": profile.name, "input_shape": list(resolved.input_shape),
               "rounds": opts.rounds, "rows": [asdict(r) | {"label": r.label} for r in rows],
@@ -166,13 +168,7 @@ def run_bench(opts: BenchOptions, progress: StageProgress | None = None) -> dict
     return report
 
 
-def _p90(ts: list[float]) -> float:
-    ts = sorted(ts)
-    return ts[int(0.9 * (len(ts) - 1))]
-
-
-def _agreement_of(v: dict):
-    from ..compile.metrics import Agreement
+def _agreement_of(v: dict) -> Agreement:
     return Agreement(v["sqnr_db"], v["max_abs_error"], v["cosine"], v["top1_agreement"], v["samples"])
 
 
@@ -185,7 +181,10 @@ def _chart_png(report: dict) -> bytes:
     import matplotlib.pyplot as plt
 
     fig, ax = plt.subplots(figsize=(7, 4.5), dpi=120)
-    markers = {"executorch": "o", "litert": "s"}  # shape: backend; colour: precision; red edge: failed
+    # shape: backend (in the order they appear); colour: precision; red edge: failed verification
+    shapes = iter("os^Dv<>p")
+    backends = dict.fromkeys(r["backend"] for r in report["rows"] if r["backend"] != "torch")
+    markers = {b: next(shapes, "x") for b in backends}
     colours = {"fp32": "tab:blue", "fp16": "tab:green", "int8": "tab:purple", "int8-dynamic": "tab:olive"}
     for row in report["rows"]:
         if row["median_ms"] is None or row["size_bytes"] is None:
@@ -202,8 +201,9 @@ def _chart_png(report: dict) -> bytes:
                         xycoords=("axes fraction", "data"), xytext=(2, 2), textcoords="offset points")
     ax.set_xlabel("artifact size (MB)")
     ax.set_ylabel("median latency (ms), lower is better")
+    legend = ", ".join(f"{m} {b}" for b, m in markers.items())
     ax.set_title(f"{report['model']} on {report['device']}, input {'x'.join(map(str, report['input_shape']))}"
-                 "\n(o ExecuTorch, \u25a1 LiteRT; colour = precision; red edge = failed verification)", fontsize=9)
+                 f"\n({legend}; colour = precision; red edge = failed verification)", fontsize=9)
     ax.grid(alpha=0.3)
     buf = io.BytesIO()
     fig.tight_layout()

@@ -7,26 +7,22 @@ from __future__ import annotations
 
 import io
 import json
-import os
 import time
 from pathlib import Path
 
 from .._io import atomic_create_bytes
 from ..errors import EdgevitError
 
-__all__ = ["check_writable", "write_profile", "render_markdown", "render_chart"]
+__all__ = ["write_profile", "render_markdown", "render_chart", "module_group", "MODULE_DEPTH"]
 
 TOP = 15
+MODULE_DEPTH = 4  # "stages.2.blocks.0": a block of the zoo models; deeper paths are one op each
 
 
-def check_writable(folder: Path) -> None:
-    try:
-        folder.mkdir(parents=True, exist_ok=True)
-    except OSError as e:
-        raise EdgevitError(f"Cannot create {folder} for the profile: {e.strerror or e}. Make the artifact "
-                           "folder writable or copy it somewhere that is.") from None
-    if not os.access(folder, os.W_OK):
-        raise EdgevitError(f"{folder} is not writable; make it writable or copy the artifact folder elsewhere.")
+def module_group(path: str | None, depth: int = MODULE_DEPTH) -> str:
+    if not path:
+        return "(no module: layout/quantize)"  # input layout transposes, (de)quantize at the graph edges
+    return ".".join(path.split(".")[:depth])
 
 
 def _mb(n) -> str:
@@ -78,7 +74,6 @@ def _leaf(op: dict, group: str) -> str:
 
 
 def _group_of(op: dict, r: dict) -> str:
-    from .profile import module_group
     return module_group(op["module"], r["module_depth"])
 
 

@@ -18,23 +18,10 @@ from .layers import LAYER_OPS, module_types, quantizable_layers
 from ..errors import UnknownNameError
 from .observers import OBSERVERS, activation_observer, check_observer
 
-__all__ = ["QuantRecipe", "DEFAULT_OBSERVER", "BRIDGE_MODULES", "PTQ_STEPS"]
+__all__ = ["QuantRecipe", "DEFAULT_OBSERVER", "PTQ_STEPS"]
 
 DEFAULT_OBSERVER = "minmax"  # measured best on the trained micro models (README "Quantization")
 _EPS = 2**-12  # XNNPACK's smallest scale, as in its own quantizer config
-
-# The first conv->attention bridge of each hybrid family (Q-HyViT's observation: its activation ranges
-# are the hardest to fit), as the class of the first module of that kind in execution order: the
-# first 3-D attention block after EfficientFormer's 4-D->token flatten, V2's attention downsample,
-# TinyViT's patch merging from the conv stage into the attention stages, SHViT's first partial-channel
-# single-head attention.
-BRIDGE_MODULES = {
-    "efficientformer": "MetaBlock3d",
-    "efficientformer_v2": "Attention2dDownsample",
-    "tiny_vit": "PatchMerging",
-    "shvit": "FusedSHSA",
-}
-
 
 # CLI step name -> recipe field.
 PTQ_STEPS = {"float-norm": "float_norm", "float-scores": "float_scores", "rescale-norm": "rescale_norm",
@@ -49,10 +36,12 @@ class QuantRecipe:
     float_norm: bool = True          # LayerNorm/GroupNorm statistics (mean, var, rsqrt) stay float
     float_scores: bool = False       # attention logits + bias (the softmax input) stay float
     rescale_norm: bool = False       # RepQ-ViT-style per-channel rescale of normalised activations
-    float_bridges: bool = False      # conv<->attention bridge modules (BRIDGE_MODULES) stay float
+    float_bridges: bool = False      # the conv<->attention bridge module (bridge_module) stays float
     bias_correction: bool = True     # empirical bias correction after convert (SQNR up on all four)
     fp32_layers: tuple[str, ...] = field(default_factory=tuple)   # mixed precision: layers left float
-    family: str | None = None        # selects BRIDGE_MODULES
+    # Class name of the model's first conv->attention bridge (the family's FamilySpec.bridge_module);
+    # None: float_bridges keeps nothing float.
+    bridge_module: str | None = None
 
     def __post_init__(self):
         check_observer(self.observer)
@@ -95,7 +84,7 @@ class QuantRecipe:
                 user.target in (torch.ops.aten.softmax.int, torch.ops.aten._softmax.default)
                 for user in node.users):
             return True
-        if self.float_bridges and _bridge_path(node.graph, self.family) in _paths(node):
+        if self.float_bridges and _bridge_path(node.graph, self.bridge_module) in _paths(node):
             return True
         if self.fp32_layers and node.target in LAYER_OPS:
             return _layer_name(node) in self.fp32_layers
@@ -116,19 +105,18 @@ def _paths(node: Node) -> list[str]:
     return [path for path, _ in (node.meta.get("nn_module_stack") or {}).values()]
 
 
-def _bridge_path(graph: torch.fx.Graph, family: str | None) -> str | None:
-    """Module path of the family's first bridge module in ``graph`` (memoised on the graph)."""
+def _bridge_path(graph: torch.fx.Graph, cls: str | None) -> str | None:
+    """Module path of the first module of class ``cls`` in ``graph`` (memoised on the graph)."""
     memo = graph.__dict__.setdefault("_edgevit_bridge", {})
-    if family not in memo:
-        memo[family] = None
-        cls = BRIDGE_MODULES.get(family or "")
+    if cls not in memo:
+        memo[cls] = None
         for node in graph.nodes if cls else ():
             match = [path for path, t in (node.meta.get("nn_module_stack") or {}).values()
                      if (t.__name__ if isinstance(t, type) else str(t).rsplit(".", 1)[-1]) == cls]
             if match:
-                memo[family] = match[0]
+                memo[cls] = match[0]
                 break
-    return memo[family]
+    return memo[cls]
 
 
 def _layer_name(node: Node) -> str:

@@ -23,7 +23,7 @@ from torchao.quantization.pt2e.quantizer import Quantizer
 from .layers import quantizable_layers
 from .pt2e import CALIBRATION_BATCH, _capture_for_calibration
 
-__all__ = ["FakeQuantGraph", "LayerSensitivity", "SensitivityResult", "layer_sensitivity", "sqnr_db", "logit_kl"]
+__all__ = ["FakeQuantGraph", "LayerSensitivity", "SensitivityResult", "sqnr_db", "logit_kl"]
 
 
 @dataclass
@@ -225,10 +225,3 @@ class FakeQuantGraph:
         full = self.run(inputs)
         rows.sort(key=lambda r: (r.sqnr_db, -r.kl))
         return SensitivityResult(rows, sqnr_db(reference, full), logit_kl(reference, full), len(reference))
-
-
-def layer_sensitivity(model: nn.Module, example: torch.Tensor, quantizer: Quantizer, calibration: torch.Tensor,
-                      batch: int | None = None, on_layer: Callable[[int, int], None] | None = None
-                      ) -> SensitivityResult:
-    """Rank ``model``'s (deploy form) layers by what int8 costs each, on ``calibration``."""
-    return FakeQuantGraph(model, example, quantizer, calibration, batch).sensitivity(calibration, on_layer)

@@ -7,8 +7,9 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from ..base import Backend, LoweredArtifact, OpSummary, StageProgress, register_backend
 from ...quantization import QuantRecipe, quantize_static
+from ..base import Backend, DeviceRun, LoweredArtifact, OpSummary, ParsedProfile, StageProgress, register_backend
+from . import profiling
 from .quantizer import xnnpack_int8_quantizer
 from .runtime import load_program
 
@@ -65,6 +66,9 @@ class ExecuTorchBackend(Backend):
     suffix = ".pte"
     precisions = ("fp32", "fp16", "int8")
     takes_recipe = True
+    runtime_packages = ("executorch",)
+    wire_format = 1  # docs/serial-protocol.md: ArtifactFormat.PTE
+    native_runner = profiling.EXECUTOR_RUNNER
 
     def lower(self, model: nn.Module, example: torch.Tensor, precision: str,
               calibration: torch.Tensor | None, progress: StageProgress,
@@ -112,3 +116,15 @@ class ExecuTorchBackend(Backend):
     def versions(self) -> dict[str, str]:
         from importlib.metadata import version
         return {"executorch": version("executorch"), "torchao": version("torchao")}
+
+    def profile_here(self, artifact: Path, *, runs: int, warmup: int, threads: int,
+                     timeout: float = 900.0) -> DeviceRun:
+        return profiling.profile_here(artifact, runs=runs, warmup=warmup, threads=threads, timeout=timeout)
+
+    def parse_profile(self, run: DeviceRun, artifact: Path, warmup: int) -> ParsedProfile:
+        return profiling.parse_profile(run, artifact, warmup)
+
+    def cost_replay(self):
+        from .cost import XnnpackCostReplay
+
+        return XnnpackCostReplay(self)

@@ -9,9 +9,10 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from ...errors import ExportError
+from ...errors import EdgevitError, ExportError
 from .._native_log import capture_native_stderr
-from ..base import Backend, LoweredArtifact, StageProgress, register_backend
+from .._process import parse_result_line, run_python_module
+from ..base import Backend, DeviceRun, LoweredArtifact, ParsedProfile, StageProgress, register_backend
 from .quantizer import FLOAT_IN_INT8, dynamic_int8_recipe, float16_weights_recipe, static_int8_recipe
 from .runtime import delegation, io_quantization, load_model
 
@@ -96,6 +97,9 @@ class LiteRTBackend(Backend):
     name = "litert"
     suffix = ".tflite"
     precisions = ("fp32", "fp16", "int8-dynamic", "int8")
+    runtime_packages = ("ai-edge-litert",)
+    wire_format = 2  # docs/serial-protocol.md: ArtifactFormat.TFLITE
+    # No native_runner: LiteRT's benchmark_model is a different program from executor_runner; not driven yet.
 
     def lower(self, model: nn.Module, example: torch.Tensor, precision: str,
               calibration: torch.Tensor | None, progress: StageProgress, recipe=None) -> LoweredArtifact:
@@ -126,3 +130,33 @@ class LiteRTBackend(Backend):
 
     def versions(self) -> dict[str, str]:
         return {name: version(name) for name in ("litert-torch", "ai-edge-litert", "ai-edge-quantizer")}
+
+    def profile_here(self, artifact: Path, *, runs: int, warmup: int, threads: int,
+                     timeout: float = 900.0) -> DeviceRun:
+        """Whole-model times, then per-operator times from prefixes of the model (:mod:`.op_timing`)."""
+        log = run_python_module(["edgevit.backends.litert.op_timing", f"--model_path={artifact}",
+                                 f"--num_executions={warmup + runs}", f"--warmup={warmup}",
+                                 f"--cpu_threads={threads}"], str(artifact), timeout)
+        result = parse_result_line(log) or {}
+        return DeviceRun(op_profile=result.get("ops"), times_ms=result.get("times_ms", []),
+                         load_ms=result.get("load_ms"), peak_memory_bytes=result.get("peak_memory_bytes"),
+                         log=log[-4000:])
+
+    def parse_profile(self, run: DeviceRun, artifact: Path, warmup: int) -> ParsedProfile:
+        if run.op_profile is None or not run.times_ms:
+            raise EdgevitError("The device brought back no LiteRT timings for the .tflite; run the profile again.")
+        rows, notes = [], []
+        failed = [r for r in run.op_profile if r.get("error")]
+        for r in run.op_profile:
+            if r.get("median_ms") is not None:
+                rows.append({"name": r["name"], "op_type": r["op_type"], "delegate": None,
+                             "module": r.get("module"), "module_type": None, "ms": r["median_ms"]})
+        if failed:
+            notes.append(f"{len(failed)} operator(s) could not run alone and have no time: "
+                         + ", ".join(f"{r['name']} ({r['error']})" for r in failed[:5]))
+        extra = {"timing_source": "wall clock around Interpreter.invoke()",
+                 "op_timing": "LiteRT has no op profiler in Python: median of the model cut after operator k minus "
+                              "cut after k-1, same interpreter, XNNPACK and threads (PADs XNNPACK folds count on "
+                              "the convolution); ms = that difference",
+                 "module_mapping": "tensor names written by litert-torch", "init_ms": None, "delegate_calls": []}
+        return ParsedProfile(times_ms=run.times_ms, load_ms=run.load_ms, rows=rows, extra=extra, notes=notes)

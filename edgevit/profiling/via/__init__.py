@@ -1,32 +1,23 @@
 """Where a profile runs: this machine, a phone over adb, or a board over a serial line.
 
-A target puts the artifact on the device, runs it there with the runtime's own profiler on, and brings
-back the raw results (:class:`DeviceRun`). Parsing, tables, charts and storage are the same for every
-target (``edgevit.profiling.profile``), so a .pte profiled over adb reads exactly like one profiled here.
+A target puts the artifact on the device over a link (``edgevit.links``), runs it there with the runtime's
+own profiler on, and brings back the raw results (:class:`~edgevit.backends.DeviceRun`). What to run and how
+to read what comes back is the backend's (``Backend.profile_here``, ``native_runner``, ``parse_profile``);
+tables, charts and storage are the same for every target (``edgevit.profiling.profile``), so a .pte
+profiled over adb reads exactly like one profiled here. Each target is one module of this package.
 """
 from __future__ import annotations
 
 import abc
-from dataclasses import dataclass, field
+import importlib
+import pkgutil
 from pathlib import Path
 from typing import ClassVar
 
+from ...backends import Backend, DeviceRun
 from ...errors import UnknownNameError
 
 __all__ = ["DeviceRun", "Target", "register_target", "get_target_class", "list_targets"]
-
-
-@dataclass
-class DeviceRun:
-    """What one profiling session brings back from the device, before any parsing."""
-
-    etdump: bytes | None = None                     # .pte: the runner's ETDump (per-op + per-execution events)
-    op_profile: list[dict] | None = None            # .tflite: per-op rows from LiteRT's profiler
-    times_ms: list[float] = field(default_factory=list)  # wall-clock per timed execution, if the runner says
-    load_ms: float | None = None                    # program load + method init
-    peak_memory_bytes: int | None = None            # where the runtime / OS reports it
-    device_info: dict = field(default_factory=dict)  # what the device says about itself
-    log: str = ""                                   # the runner's output, kept for the report
 
 
 class Target(abc.ABC):
@@ -35,8 +26,9 @@ class Target(abc.ABC):
     name: ClassVar[str]
 
     @abc.abstractmethod
-    def run(self, artifact: Path, *, runs: int, warmup: int, threads: int, progress) -> DeviceRun:
-        """Run ``artifact`` (.pte or .tflite) ``warmup + runs`` times on the device with profiling on."""
+    def run(self, artifact: Path, backend: Backend, *, runs: int, warmup: int, threads: int,
+            progress) -> DeviceRun:
+        """Run ``artifact`` (of ``backend``) ``warmup + runs`` times on the device with profiling on."""
 
     def identify(self) -> dict:
         """What the device says it is (``profile`` and/or ``model``), asked before anything is uploaded so an
@@ -56,11 +48,19 @@ def register_target(cls: type[Target]) -> type[Target]:
     return cls
 
 
+def _load_targets() -> None:
+    """Import every target module of this package (each registers itself)."""
+    for info in pkgutil.iter_modules(__path__):
+        importlib.import_module(f"{__name__}.{info.name}")
+
+
 def get_target_class(name: str) -> type[Target]:
+    _load_targets()
     if name not in _TARGETS:
         raise UnknownNameError("--via target", name, _TARGETS)
     return _TARGETS[name]
 
 
 def list_targets() -> list[str]:
+    _load_targets()
     return sorted(_TARGETS)

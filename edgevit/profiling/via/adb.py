@@ -1,25 +1,27 @@
-"""``--via adb``: profile a .pte on an Android phone with ExecuTorch's ``executor_runner``.
+"""``--via adb``: profile an artifact on an Android phone with its backend's native runner.
 
 Steps, each one adb call: ask the device what it is (model, ABI, every CPU's ``cpuinfo_max_freq``), put the
-runner and the artifact in /data/local/tmp/edgevit/, run ``taskset MASK runner --model_path ...
---etdump_path ... --num_executions N --cpu_threads T`` pinned to the big cores, pull the ETDump. The runner is
-ExecuTorch's ``executor_runner`` built with the event tracer (docs/profiling-on-android.md); ``--runner``
-names it here (pushed every time) or on the device (an absolute device path). Without ``--runner`` it is
-expected at /data/local/tmp/executor_runner, where ExecuTorch's own Android instructions put it.
+runner and the artifact in /data/local/tmp/edgevit/, run the runner's command (``Backend.native_runner``;
+for a .pte ExecuTorch's ``executor_runner --model_path ... --etdump_path ... --num_executions N
+--cpu_threads T``) under ``taskset MASK`` on the big cores, pull the profile file it wrote. ``--runner``
+names the runner here (pushed every time) or on the device (an absolute device path); without it, the
+runner's default device path (for executor_runner /data/local/tmp/executor_runner, where ExecuTorch's own
+Android instructions put it).
 """
 from __future__ import annotations
 
 import tempfile
 from pathlib import Path
 
-from ...devices.adb import AdbClient, AdbError, quote
+from ...backends import Backend, NativeRunner
+from ...backends._process import parse_result_line
 from ...errors import EdgevitError
+from ...links.adb import AdbClient, AdbError, quote
 from . import DeviceRun, Target, register_target
 
-__all__ = ["AdbTarget", "big_cores", "DEVICE_DIR", "DEFAULT_RUNNER"]
+__all__ = ["AdbTarget", "big_cores", "DEVICE_DIR"]
 
 DEVICE_DIR = "/data/local/tmp/edgevit"
-DEFAULT_RUNNER = "/data/local/tmp/executor_runner"
 _PROPS = ("ro.product.model", "ro.product.device", "ro.product.manufacturer", "ro.product.cpu.abi",
           "ro.build.version.release", "ro.build.version.sdk")
 # One shell call: properties, then each CPU's top clock (what big.LITTLE pinning needs), then taskset's presence.
@@ -50,22 +52,25 @@ class AdbTarget(Target):
         self.serial_id, self.runner, self.timeout = serial_id, runner, timeout
         self._serial: str | None = None
 
-    def run(self, artifact: Path, *, runs: int, warmup: int, threads: int, progress) -> DeviceRun:
+    def run(self, artifact: Path, backend: Backend, *, runs: int, warmup: int, threads: int,
+            progress) -> DeviceRun:
         artifact = Path(artifact)
-        if artifact.suffix != ".pte":
-            raise EdgevitError(f"--via adb runs ExecuTorch programs (.pte) with executor_runner; {artifact.name} is "
-                               "a LiteRT model. Profile it with --via local, or compile with --backend executorch.")
+        native = backend.native_runner
+        if native is None:
+            raise EdgevitError(f"--via adb runs an artifact with its runtime's native runner on the phone; "
+                               f"{backend.name} ({artifact.name}) has none in edgevit. Profile it with --via local, "
+                               "or compile with a backend that has one (--backend executorch).")
         with progress.stage("reaching the device over adb"):
             client = AdbClient(self.serial_id)
             self._serial = client.serial
             info = self._probe(client, threads)
-        runner = self._install_runner(client, progress)
-        remote_pte, remote_etdump = f"{DEVICE_DIR}/{artifact.name}", f"{DEVICE_DIR}/{artifact.stem}.etdump"
+        runner = self._install_runner(client, native, progress)
+        remote_artifact = f"{DEVICE_DIR}/{artifact.name}"
+        remote_result = f"{DEVICE_DIR}/{artifact.stem}{native.result_suffix}"
         with progress.stage(f"pushing {artifact.name} to {client.serial}"):
-            client.check_shell(f"mkdir -p {DEVICE_DIR} && rm -f {quote(remote_etdump)}", "prepare " + DEVICE_DIR)
-            client.push(artifact, remote_pte)
-        command = quote(runner, f"--model_path={remote_pte}", f"--etdump_path={remote_etdump}",
-                        f"--num_executions={warmup + runs}", f"--cpu_threads={threads}")
+            client.check_shell(f"mkdir -p {DEVICE_DIR} && rm -f {quote(remote_result)}", "prepare " + DEVICE_DIR)
+            client.push(artifact, remote_artifact)
+        command = quote(*native.command(runner, remote_artifact, remote_result, warmup + runs, threads))
         if info["cpu_mask"]:
             command = f"taskset {info['cpu_mask'][2:]} {command}"  # toybox wants the mask in hex, no 0x
         where = f"CPUs {','.join(map(str, info['big_cores']))}" if info["cpu_mask"] else "unpinned"
@@ -73,21 +78,21 @@ class AdbTarget(Target):
                             f"{warmup} warm-up + {runs} timed)"):
             result = client.shell(f"cd {DEVICE_DIR} && {command}", timeout=self.timeout)
         log = f"$ {command}\n{result.output}"
-        self._check_exit(result.returncode, result.output, runner, info)
-        with progress.stage("pulling the ETDump"), tempfile.TemporaryDirectory() as tmp:
-            local = Path(tmp) / "model.etdump"
+        failure = native.explain_failure(result.returncode, result.output, runner, info)
+        if failure:
+            raise EdgevitError(failure)
+        with progress.stage(f"pulling the profile ({Path(remote_result).name})"), \
+                tempfile.TemporaryDirectory() as tmp:
+            local = Path(tmp) / Path(remote_result).name
             try:
-                client.pull(remote_etdump, local)
+                client.pull(remote_result, local)
             except AdbError:
-                raise EdgevitError(f"The runner finished but wrote no ETDump at {remote_etdump}. It must be "
-                                   "executor_runner built with -DEXECUTORCH_ENABLE_EVENT_TRACER=ON and "
-                                   "-DEXECUTORCH_BUILD_DEVTOOLS=ON (docs/profiling-on-android.md).") from None
-            etdump = local.read_bytes()
-        client.shell(f"rm -f {quote(remote_pte)} {quote(remote_etdump)}")  # leave the runner for the next profile
-        from ..runner import parse_result_line
-
+                raise EdgevitError(native.missing_result(remote_result)) from None
+            profile_file = local.read_bytes()
+        # leave the runner for the next profile
+        client.shell(f"rm -f {quote(remote_artifact)} {quote(remote_result)}")
         record = parse_result_line(result.output) or {}  # edgevit's runner says more; executor_runner does not
-        return DeviceRun(etdump=etdump, times_ms=record.get("times_ms", [])[warmup:],
+        return DeviceRun(etdump=profile_file, times_ms=record.get("times_ms", [])[warmup:],
                          peak_memory_bytes=record.get("peak_memory_bytes"),  # what the model adds
                          device_info={**info, "threads": threads, "runner": runner, "command": command},
                          log=log[-4000:])
@@ -123,7 +128,7 @@ class AdbTarget(Target):
                 "pinning": "taskset to the fastest cores" if cores else
                            ("none: no taskset on the device" if max_khz else "none: cpufreq is not readable")}
 
-    def _install_runner(self, client: AdbClient, progress) -> str:
+    def _install_runner(self, client: AdbClient, native: NativeRunner, progress) -> str:
         if self.runner is not None and Path(self.runner).is_file():
             remote = f"{DEVICE_DIR}/{Path(self.runner).name}"
             with progress.stage(f"pushing the runner {Path(self.runner).name}"):
@@ -131,34 +136,18 @@ class AdbTarget(Target):
                 client.push(Path(self.runner), remote)
                 client.check_shell(f"chmod 755 {quote(remote)}", "make the runner executable")
             return remote
-        remote = str(self.runner) if self.runner is not None else DEFAULT_RUNNER
+        remote = str(self.runner) if self.runner is not None else native.default_path
         if not remote.startswith("/"):
-            raise EdgevitError(f"--runner {remote}: no such file here. Give the executor_runner binary you built "
-                               "(docs/profiling-on-android.md), or an absolute path on the device.")
+            raise EdgevitError(f"--runner {remote}: no such file here. Give the {native.name} binary you built "
+                               f"({native.build_doc}), or an absolute path on the device.")
         state = client.check_shell(f"if [ -x {quote(remote)} ]; then echo ok; elif [ -e {quote(remote)} ]; "
                                    "then echo noexec; else echo missing; fi", "look for the runner").strip()
         if state == "missing":
-            raise EdgevitError(f"No runner on {client.serial} at {remote}. Build ExecuTorch's executor_runner for "
-                               "Android with the event tracer on (docs/profiling-on-android.md) and pass it with "
-                               "--runner ./executor_runner; edgevit pushes it to the device.")
+            raise EdgevitError(f"No runner on {client.serial} at {remote}. Build {native.name} for Android "
+                               f"({native.build_doc}) and pass it with --runner ./{native.name}; edgevit pushes "
+                               "it to the device.")
         if state == "noexec":
             raise EdgevitError(f"The runner {remote} on {client.serial} is not executable. Run "
                                f"`adb -s {client.serial} shell chmod 755 {remote}`, or pass the local binary with "
                                "--runner to push it again.")
         return remote
-
-    @staticmethod
-    def _check_exit(code: int, output: str, runner: str, info: dict) -> None:
-        tail = " ".join(line.strip() for line in output.strip().splitlines()[-3:]) or "no output"
-        if code in (126, 127):
-            raise EdgevitError(f"The device could not execute the runner {runner} (exit {code}: {tail}). Is it built "
-                               f"for this device's ABI ({info.get('abi') or 'unknown'}) and for Android (NDK)? See "
-                               "docs/profiling-on-android.md.")
-        if "etdump_path" in output and "unknown command line flag" in output:  # gflags' words
-            raise EdgevitError(f"The runner {runner} has no --etdump_path: it was built without the event tracer. "
-                               "Rebuild it with -DEXECUTORCH_BUILD_DEVTOOLS=ON -DEXECUTORCH_ENABLE_EVENT_TRACER=ON "
-                               "(docs/profiling-on-android.md).")
-        if code != 0:
-            raise EdgevitError(f"The runner failed on the device (exit {code}): {tail}. If the program does not load, "
-                               "the runner may be older than the ExecuTorch that compiled it, or lack XNNPACK; "
-                               "rebuild it (docs/profiling-on-android.md).")

@@ -5,9 +5,10 @@ from __future__ import annotations
 import hashlib
 from pathlib import Path
 
-from ...devices.serial import ArtifactFormat, SerialHost
-from ...devices.serial.messages import FileId, unpack_json
+from ...backends import Backend
 from ...errors import EdgevitError
+from ...links.serial import ArtifactFormat, SerialHost
+from ...links.serial.messages import FileId, unpack_json
 from . import DeviceRun, Target, register_target
 
 __all__ = ["SerialTarget"]
@@ -38,9 +39,14 @@ class SerialTarget(Target):
         self.options = {"timeout": timeout, "retries": retries, "busy_timeout": busy_timeout}
         self.link: dict = {}
 
-    def run(self, artifact: Path, *, runs: int, warmup: int, threads: int, progress) -> DeviceRun:
+    def run(self, artifact: Path, backend: Backend, *, runs: int, warmup: int, threads: int,
+            progress) -> DeviceRun:
         artifact = Path(artifact)
-        fmt = {".pte": ArtifactFormat.PTE, ".tflite": ArtifactFormat.TFLITE}[artifact.suffix]
+        if backend.wire_format not in ArtifactFormat._value2member_map_:
+            raise EdgevitError(f"{backend.name} artifacts have no format code in the serial protocol "
+                               "(docs/serial-protocol.md), so they cannot be sent to a board; profile them "
+                               "--via local.")
+        fmt = ArtifactFormat(backend.wire_format)
         data = artifact.read_bytes()
         with SerialHost(self.port, self.baud, **self.options) as host:
             with progress.stage(f"connecting to the agent on {self.port}"):

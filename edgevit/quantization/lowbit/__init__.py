@@ -6,19 +6,17 @@ exported as QONNX (FINN, hls4ml) and QCDQ ONNX (any ONNX runtime).
     calibrate(qmodel, images)                                  # PTQ; then QAT with train_classifier
     export_qonnx_bytes(qmodel, example), export_qcdq_bytes(qmodel, example)
 
-``lowbit_pipeline`` runs all of it on tensors; ``build_qat_artifact`` on folders (``edgevit qat``).
+``lowbit_pipeline`` runs all of it on tensors; ``edgevit.compile.qat`` on folders (``edgevit qat``).
 """
 import warnings as _warnings
 
-from .artifact import QatOptions, QatResult, build_qat_artifact
 from .onnx_export import QcdqRunner, QonnxRunner, export_qcdq_bytes, export_qonnx_bytes
 from .pipeline import LowBitResult, QatSettings, lowbit_pipeline, roundtrip_tolerance
 from .quantize import calibrate, layer_settings, quantize_lowbit, quantized_layers
 from .spec import ACT_BITS, WEIGHT_BITS, LowBitSpec, UnsupportedBitsError
 
-__all__ = ["ACT_BITS", "WEIGHT_BITS", "LowBitResult", "LowBitSpec", "QatOptions", "QatResult",
-           "QatSettings", "QcdqRunner", "QonnxRunner", "UnsupportedBitsError", "build_qat_artifact",
-           "calibrate", "export_qcdq_bytes", "export_qonnx_bytes", "layer_settings", "lowbit_pipeline",
+__all__ = ["ACT_BITS", "WEIGHT_BITS", "LowBitResult", "LowBitSpec",
+           "QatSettings", "QcdqRunner", "QonnxRunner", "UnsupportedBitsError", "calibrate", "export_qcdq_bytes", "export_qonnx_bytes", "layer_settings", "lowbit_pipeline",
            "quantize_lowbit", "quantized_layers", "roundtrip_tolerance"]
 
 # Brevitas announces at import that an optional CUDA kernel package is missing; nothing we use needs it.

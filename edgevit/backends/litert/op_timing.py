@@ -21,7 +21,8 @@ import time
 
 import numpy as np
 
-from ..errors import EdgevitError
+from ...errors import EdgevitError
+from .._process import reset_peak_rss, result_line, status_kib
 
 __all__ = ["time_tflite_ops", "module_from_tensor_name"]
 
@@ -141,18 +142,16 @@ def time_tflite_ops(data: bytes, *, threads: int, runs: int, warmup: int, progre
 def run_tflite(data: bytes, *, runs: int, warmup: int, threads: int) -> dict:
     """Whole-model invoke() times, load time and peak memory, then the per-operator prefix times.
 
-    Only ai_edge_litert and numpy are imported, so the process measures LiteRT, not torch."""
-    from .runner import _reset_peak_rss, _status_kib
-
-    _reset_peak_rss()
-    baseline_kib = _status_kib("VmRSS")
+    Peak memory is reset just before loading, so the imports before it (torch among them) do not count."""
+    reset_peak_rss()
+    baseline_kib = status_kib("VmRSS")
     start = time.perf_counter()
     try:
         whole = _median_invoke_ms(data, threads, runs, warmup, np.random.default_rng(0), keep_times=True)
     except Exception as e:  # noqa: BLE001 - the interpreter raises ValueError/RuntimeError alike
         raise EdgevitError(f"LiteRT cannot run the model: {' '.join(str(e).split()) or type(e).__name__}. "
                            "Is the .tflite corrupt? Recompile it.") from None
-    peak_kib = _status_kib("VmHWM")  # before the prefix interpreters below add their own
+    peak_kib = status_kib("VmHWM")  # before the prefix interpreters below add their own
     ops = time_tflite_ops(data, threads=threads, runs=runs, warmup=warmup)
     known = peak_kib is not None and baseline_kib is not None
     return {"times_ms": whole["times_ms"], "load_ms": whole["load_ms"], "ops": ops,
@@ -163,13 +162,10 @@ def run_tflite(data: bytes, *, runs: int, warmup: int, threads: int) -> dict:
 
 def main(argv: list[str] | None = None) -> int:
     import argparse
-    import json
     import sys
     from pathlib import Path
 
-    from .runner import RESULT_PREFIX
-
-    p = argparse.ArgumentParser(prog="python -m edgevit.profiling.tflite_ops",
+    p = argparse.ArgumentParser(prog="python -m edgevit.backends.litert.op_timing",
                                 description="Time a .tflite here: whole model, then each operator alone.")
     p.add_argument("--model_path", required=True)
     p.add_argument("--num_executions", type=int, default=23)
@@ -182,7 +178,7 @@ def main(argv: list[str] | None = None) -> int:
     except (OSError, EdgevitError) as e:
         print(f"Failed to run {args.model_path}: {e}", file=sys.stderr)
         return 1
-    print(RESULT_PREFIX + json.dumps(result), flush=True)
+    print(result_line(result), flush=True)
     return 0
 
 

@@ -3,13 +3,12 @@
 The agent only ever answers; it never starts an exchange. Uploads go to ``WORKDIR/uploads/SHA256.part``
 and, once their sha256 checks out, to ``WORKDIR/artifacts/SHA256.pte|.tflite``, so a host that reconnects
 (or an agent that restarted) resumes where the bytes stop. A RUN executes the artifact in the real
-runtime exactly as ``edgevit profile --via local`` does on this machine (a fresh process running
-``edgevit.profiling.runner``, i.e. ``run_pte`` with ETDump on), while this loop keeps answering and sends
+runtime exactly as ``edgevit profile --via local`` does on this machine (the artifact's backend's
+``profile_here``: for a .pte a fresh process with ETDump on), while this loop keeps answering and sends
 a BUSY heartbeat every second. The last answer is cached so a re-sent request is answered, not redone.
 """
 from __future__ import annotations
 
-import contextlib
 import hashlib
 import json
 import os
@@ -24,8 +23,9 @@ from pathlib import Path
 
 import serial
 
+from ...backends import Backend, get_backend, list_backends
+from ...devices import host_facts
 from ...errors import EdgevitError
-from ...profiling.via.local import LocalTarget
 from .frames import MIN_MAX_PAYLOAD, Damaged, Frame, FrameDecoder, crc32, encode
 from .messages import (MIN_VERSION, PROTOCOL_VERSION, ArtifactFormat, ErrorCode, FileId, Msg, ProtocolError, pack,
                        pack_json, unpack)
@@ -40,12 +40,6 @@ class _Refused(Exception):
     def __init__(self, code: ErrorCode, text: str):
         super().__init__(text)
         self.code = code
-
-
-class _NoProgress:
-    @contextlib.contextmanager
-    def stage(self, description: str, total: int | None = None):
-        yield lambda n=1: None
 
 
 @dataclass
@@ -67,19 +61,29 @@ class _Run:
     outcome: object = None          # a DeviceRun, or a _Refused
 
 
+def _runnable() -> dict[ArtifactFormat, Backend]:
+    """The protocol's artifact formats whose backend can run here (its runtime is installed)."""
+    found = {}
+    for name in list_backends():
+        backend = get_backend(name)
+        if backend.wire_format in ArtifactFormat._value2member_map_ and backend.available():
+            found[ArtifactFormat(backend.wire_format)] = backend
+    return found
+
+
 def _versions() -> dict:
     found = {}
-    for name in ("edgevit", "executorch", "ai-edge-litert"):
-        with contextlib.suppress(PackageNotFoundError):
-            found[name] = version(name)
+    for package in ("edgevit", *(p for b in _runnable().values() for p in b.runtime_packages)):
+        try:
+            found[package] = version(package)
+        except PackageNotFoundError:
+            pass
     return found
 
 
 def _formats() -> list[str]:
     """The artifact suffixes whose runtime is installed here."""
-    runtimes = _versions()
-    return [f.suffix for f, pkg in ((ArtifactFormat.PTE, "executorch"), (ArtifactFormat.TFLITE, "ai-edge-litert"))
-            if pkg in runtimes]
+    return [fmt.suffix for fmt in sorted(_runnable())]
 
 
 def agent_details(device: str) -> dict:
@@ -107,6 +111,7 @@ class Agent:
         self._upload: _Upload | None = None
         self._run: _Run | None = None
         self._files: dict[int, bytes] = {}
+        self._threads = 1
         self._bye = False
         for sub in ("uploads", "artifacts"):
             (self.workdir / sub).mkdir(parents=True, exist_ok=True)
@@ -265,7 +270,7 @@ class Agent:
             raise _Refused(ErrorCode.NOT_UPLOADED, f"no artifact with sha256 {digest.hex()[:16]}… here; upload it")
         if runs < 1 or threads < 1:
             raise _Refused(ErrorCode.BAD_PAYLOAD, f"runs ({runs}) and threads ({threads}) must be at least 1")
-        self._files = {}
+        self._files, self._threads = {}, threads
         now = time.monotonic()
         run = _Run(key=(frame.seq, frame.type, crc32(frame.payload)), seq=frame.seq, started=now, last_beat=now)
         run.thread = threading.Thread(target=self._execute, args=(run, path, runs, warmup, threads), daemon=True)
@@ -277,8 +282,9 @@ class Agent:
 
     def _execute(self, run: _Run, path: Path, runs: int, warmup: int, threads: int) -> None:
         try:
-            run.outcome = LocalTarget(timeout=self.run_timeout_s).run(path, runs=runs, warmup=warmup,
-                                                                      threads=threads, progress=_NoProgress())
+            fmt = next(f for f in ArtifactFormat if f.suffix == path.suffix)
+            run.outcome = _runnable()[fmt].profile_here(path, runs=runs, warmup=warmup, threads=threads,
+                                                        timeout=self.run_timeout_s)
         except EdgevitError as e:
             run.outcome = _Refused(ErrorCode.RUN_FAILED, str(e))
         except Exception as e:  # noqa: BLE001 - whatever breaks, the host gets told instead of waiting
@@ -309,7 +315,9 @@ class Agent:
 
     def _keep_files(self, device_run) -> list[dict]:
         record = {k: v for k, v in asdict(device_run).items() if k != "etdump"}
-        record["device_info"] = {**record["device_info"], "profile": self.device}
+        # What this board is, as a local profile records it (SoC, cores, RAM, OS), plus the profile name.
+        record["device_info"] = {**host_facts(), "threads": self._threads, "os": f"{platform.system()} "
+                                 f"{platform.release()}", **record["device_info"], "profile": self.device}
         self._files = {FileId.RESULT: json.dumps(record).encode()}
         if device_run.etdump:
             self._files[FileId.ETDUMP] = device_run.etdump

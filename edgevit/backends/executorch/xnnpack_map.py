@@ -52,7 +52,7 @@ def node_kind(xnode_type: str) -> str:
 def _decompile(flatbuffer: bytes) -> dict:
     from executorch.exir._serialize._flatbuffer import _flatc_decompile
 
-    from ..backends._native_log import capture_native_stderr
+    from .._native_log import capture_native_stderr
 
     schema = importlib.resources.files("executorch.backends.xnnpack.serialization").joinpath("schema.fbs")
     with tempfile.TemporaryDirectory() as tmp, capture_native_stderr():

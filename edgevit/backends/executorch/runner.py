@@ -1,47 +1,26 @@
 """The device-side runner for .pte files: run a program N times with ETDump on and write the ETDump.
 
-``python -m edgevit.profiling.runner --model_path model.pte --etdump_path model.etdump --num_executions 23
+``python -m edgevit.backends.executorch.runner --model_path model.pte --etdump_path model.etdump --num_executions 23
 --cpu_threads 1`` takes the same flags as ExecuTorch's own ``executor_runner``
 (examples/portable/executor_runner/executor_runner.cpp, built with ``-DEXECUTORCH_ENABLE_EVENT_TRACER=ON``),
 so a host drives either one the same way and reads the same ETDump back. Like ``executor_runner`` it has no
 warm-up flag: the host asks for ``warmup + runs`` executions and drops the first ``warmup`` ``Method::execute``
-events when it parses the ETDump (``edgevit.profiling.etdump``). What only this runner knows (wall-clock
+events when it parses the ETDump (:mod:`.etdump`). What only this runner knows (wall-clock
 per execution, peak memory as VmHWM growth over the RSS before loading) it prints as one stdout line ``EDGEVIT_RESULT {json}``.
 """
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import sys
 import tempfile
 import time
 from pathlib import Path
 
-from .via import DeviceRun
+from .._process import reset_peak_rss, result_line, status_kib
+from ..base import DeviceRun
 
-__all__ = ["run_pte", "parse_result_line", "RESULT_PREFIX", "RUNNER_FLAGS"]
-
-RESULT_PREFIX = "EDGEVIT_RESULT "
-# executor_runner's gflags that hosts pass; gflags accepts both --flag=value and --flag value.
-RUNNER_FLAGS = ("model_path", "etdump_path", "num_executions", "cpu_threads", "method_name")
-
-
-def _status_kib(field: str) -> int | None:
-    try:
-        for line in Path("/proc/self/status").read_text().splitlines():
-            if line.startswith(field + ":"):
-                return int(line.split()[1])
-    except OSError:
-        pass
-    return None  # not Linux: no VmHWM
-
-
-def _reset_peak_rss() -> None:
-    try:
-        Path("/proc/self/clear_refs").write_text("5")  # VmHWM := VmRSS, so the peak is this model's
-    except OSError:
-        pass
+__all__ = ["run_pte"]
 
 
 def _random_inputs(meta) -> list:
@@ -78,8 +57,8 @@ def run_pte(data: bytes, *, runs: int, warmup: int, threads: int, method: str = 
 
     if threads > 0:
         portable_lib._unsafe_reset_threadpool(threads)  # XNNPACK's pool; the default is every core
-    _reset_peak_rss()
-    baseline_kib = _status_kib("VmRSS")
+    reset_peak_rss()
+    baseline_kib = status_kib("VmRSS")
     start = time.perf_counter()
     module = portable_lib._load_for_executorch_from_buffer(
         data, enable_etdump=True, program_verification=portable_lib.Verification.Minimal)
@@ -93,7 +72,7 @@ def run_pte(data: bytes, *, runs: int, warmup: int, threads: int, method: str = 
         module.run_method(method, inputs, clone_outputs=False)
         times.append((time.perf_counter() - t0) * 1e3)
     times = ([first_ms] + times)[warmup:]
-    peak_kib = _status_kib("VmHWM")
+    peak_kib = status_kib("VmHWM")
     with tempfile.TemporaryDirectory() as tmp:
         path = os.path.join(tmp, "model.etdump")
         module.write_etdump_result_to_file(path)
@@ -103,22 +82,14 @@ def run_pte(data: bytes, *, runs: int, warmup: int, threads: int, method: str = 
     return DeviceRun(
         etdump=etdump, times_ms=times, load_ms=None,  # load/init come from the ETDump's own events
         peak_memory_bytes=(peak_kib - baseline_kib) * 1024 if known else None,  # what this model added
-        device_info={"runner": "edgevit.profiling.runner", "threads": threads,
+        device_info={"runner": "edgevit.backends.executorch.runner", "threads": threads,
                      "peak_rss_bytes": peak_kib * 1024 if known else None,
                      "baseline_rss_bytes": baseline_kib * 1024 if known else None,
                      "first_execution_ms": round(first_ms, 3)})
 
 
-def parse_result_line(stdout: str) -> dict | None:
-    """The ``EDGEVIT_RESULT`` record from a runner's stdout; None for a runner that prints none."""
-    for line in reversed(stdout.splitlines()):
-        if line.startswith(RESULT_PREFIX):
-            return json.loads(line[len(RESULT_PREFIX):])
-    return None
-
-
 def main(argv: list[str] | None = None) -> int:
-    p = argparse.ArgumentParser(prog="python -m edgevit.profiling.runner",
+    p = argparse.ArgumentParser(prog="python -m edgevit.backends.executorch.runner",
                                 description="Run a .pte with ETDump on (executor_runner's flags).")
     p.add_argument("--model_path", default="model.pte")
     p.add_argument("--etdump_path", default="model.etdump")
@@ -143,7 +114,7 @@ def main(argv: list[str] | None = None) -> int:
     Path(args.etdump_path).write_bytes(run.etdump)
     record = {"times_ms": [round(t, 4) for t in run.times_ms], "peak_memory_bytes": run.peak_memory_bytes,
               **{k: v for k, v in run.device_info.items() if k != "runner"}}
-    print(RESULT_PREFIX + json.dumps(record), flush=True)
+    print(result_line(record), flush=True)
     return 0
 
 

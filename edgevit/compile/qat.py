@@ -20,27 +20,16 @@ from pathlib import Path
 
 import torch
 
-from ..._io import (
-    atomic_directory,
-    atomic_write_json,
-    atomic_write_text,
-    ensure_writable_dir,
-)
-from ...data import LabelledSet, Preprocess, load_labelled_folder, split_indices
-from ...errors import EdgevitError, VerificationError
-from ...models import deploy
-from ...models._checkpoint import load_weights
-from ...models._resolve import resolve_model
-from ...models._synthetic import SYNTHETIC_WEIGHTS_NOTE
-from .pipeline import LowBitResult, QatSettings, lowbit_pipeline
-from .quantize import (
-    __doc__ as QUANTIZE_DECISIONS,  # the decisions, quoted in the report
-)
-from .spec import LowBitSpec
+from .._io import atomic_directory, atomic_write_json, atomic_write_text, ensure_writable_dir
+from ..data import LabelledSet, Preprocess, load_labelled_folder, split_indices
+from ..errors import EdgevitError, VerificationError
+from ..manifest import MANIFEST_VERSION
+from ..models import prepare_model
+from ..quantization.lowbit import LowBitResult, LowBitSpec, QatSettings, lowbit_pipeline
+from ..quantization.lowbit.quantize import __doc__ as QUANTIZE_DECISIONS  # the decisions, quoted in the report
 
 __all__ = ["QatOptions", "QatResult", "build_qat_artifact"]
 
-MANIFEST_VERSION = 1
 HOLDOUT_FRACTION = 0.25
 
 
@@ -65,11 +54,6 @@ class QatResult:
     out_dir: Path
     manifest: dict
     lowbit: LowBitResult
-
-
-def _preprocess(pre: dict) -> Preprocess:
-    _, h, w = pre["input_size"]
-    return Preprocess(h, w, tuple(pre["mean"]), tuple(pre["std"]), pre["crop_pct"], pre["interpolation"])
 
 
 def _data(opts: QatOptions, preprocess: Preprocess, num_classes: int):
@@ -100,17 +84,14 @@ def build_qat_artifact(opts: QatOptions, progress=None) -> QatResult:
     if ":" in opts.model:
         raise EdgevitError(f"edgevit qat takes a zoo model name (see `edgevit models`), not '{opts.model}'.")
     ensure_writable_dir(opts.output_root)
-    resolved = resolve_model(opts.model, None, opts.num_classes, synthetic_weights=opts.weights is None)
-    weights = {"source": SYNTHETIC_WEIGHTS_NOTE.format(seed=0), "sha256": None}
-    if opts.weights is not None:
-        weights = {"source": str(opts.weights), "sha256": load_weights(resolved.module, opts.weights)}
-    num_classes = opts.num_classes or resolved.spec.num_classes
-    preprocess = _preprocess(resolved.preprocessing)
+    model = prepare_model(opts.model, None, opts.num_classes, opts.weights)
+    num_classes = model.num_classes
+    preprocess = Preprocess.from_dict(model.preprocessing)
     train, evaluation, labelled, eval_source = _data(opts, preprocess, num_classes)
 
     settings = QatSettings(epochs=0 if opts.ptq_only else opts.epochs, lr=opts.lr, num_calib=opts.num_calib)
     stage = progress.stage if progress is not None else None
-    result = lowbit_pipeline(deploy(resolved.module), spec, opts.po2, train, evaluation, settings, stage)
+    result = lowbit_pipeline(model.deployed, spec, opts.po2, train, evaluation, settings, stage)
     failed = [f"{k.upper()}: {v['within_tight']:.0%} of {v['samples']} images within {v['tolerance']['tight']:.2g}, "
               f"max |diff| {v['max_abs_diff']:.3g} (limit {v['tolerance']['loose']:.2g}), "
               f"top-1 agreement {v['top1_agreement']:.1%} (limit 99%)"
@@ -119,7 +100,7 @@ def build_qat_artifact(opts: QatOptions, progress=None) -> QatResult:
         raise VerificationError(f"The exported {spec.name} model does not match the Brevitas model it came from "
                                 f"({'; '.join(failed)}). Nothing was written.")
 
-    name = f"{resolved.name}-{spec.name}{'-po2' if opts.po2 else ''}"
+    name = f"{model.name}-{spec.name}{'-po2' if opts.po2 else ''}"
     out_dir = Path(opts.output_root) / name
     from safetensors.torch import save as save_safetensors
     state = {k: v.detach().contiguous().clone() for k, v in result.qmodel.state_dict().items()}
@@ -128,9 +109,9 @@ def build_qat_artifact(opts: QatOptions, progress=None) -> QatResult:
     manifest = {
         "manifest_version": MANIFEST_VERSION,
         "kind": "lowbit",
-        "model": {"name": resolved.name, "family": resolved.family, "num_classes": num_classes,
-                  "params": sum(p.numel() for p in resolved.module.parameters()), "form": "deploy (BatchNorm folded)"},
-        "weights": weights,
+        "model": {"name": model.name, "family": model.family, "num_classes": num_classes,
+                  "params": sum(p.numel() for p in model.reference.parameters()), "form": "deploy (BatchNorm folded)"},
+        "weights": model.weights,
         "quantization": {
             "tool": "brevitas", "bits": spec.name, "weight_bits": spec.weight_bits, "act_bits": spec.act_bits,
             "po2_scales": opts.po2, "method": "PTQ" if opts.ptq_only else "PTQ + QAT",
@@ -151,7 +132,7 @@ def build_qat_artifact(opts: QatOptions, progress=None) -> QatResult:
         "artifacts": [_artifact_entry(k, v) for k, v in blobs.items()],
         "rebuild": "deploy(model with the fp32 weights) -> quantize_lowbit(spec, po2) -> calibrate(any images) "
                    "-> load_state_dict(qat_weights.safetensors)",
-        "inputs": [{"name": "pixel_values", "shape": [1, *resolved.preprocessing["input_size"]], "dtype": "float32"}],
+        "inputs": [{"name": "pixel_values", "shape": list(model.input_shape), "dtype": "float32"}],
         "preprocessing": preprocess.describe(),
         "tool_versions": {"edgevit": version("edgevit"), "python": platform.python_version(),
                           "torch": torch.__version__, **{p: version(p) for p in

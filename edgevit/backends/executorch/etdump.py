@@ -1,7 +1,7 @@
 """Reading an ETDump (ExecuTorch's profile) into numbers: per-execution times, load time, per-op rows.
 
 Parsing is ExecuTorch's ``Inspector``; the ETRecord written at compile time (``etrecord.bin``) maps
-kernel events to model modules, and :mod:`edgevit.profiling.xnnpack_map` maps XNNPACK's per-operator
+kernel events to model modules, and :mod:`.xnnpack_map` maps XNNPACK's per-operator
 events (which carry no debug handle) through the .pte. The same code reads an ETDump from our runner,
 from ExecuTorch's ``executor_runner`` on a phone, or from a board: warm-up executions are the first
 ``warmup`` ``Method::execute`` events, dropped here, because ``executor_runner`` has no warm-up flag.
@@ -13,7 +13,7 @@ import tempfile
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
-from ..errors import EdgevitError
+from ...errors import EdgevitError
 
 __all__ = ["OpRow", "EtdumpProfile", "parse_etdump", "load_etrecord"]
 
@@ -66,7 +66,7 @@ def load_etrecord(path: Path):
 def _inspector(data: bytes, etrecord, source: str):
     from executorch.devtools import Inspector
 
-    from ..backends._native_log import capture_native_stderr
+    from .._native_log import capture_native_stderr
 
     # ETDump is a size-prefixed flatbuffer whose file identifier is "ED00" (bytes 8..12).
     if len(data) < 12 or data[8:12] != b"ED00":
@@ -109,6 +109,69 @@ def _times(event, warmup: int) -> list[float]:
     return list(event.perf_data.raw[warmup:]) if event.perf_data is not None else []
 
 
+def _execution_events(events, warmup: int) -> tuple[list, list, list[list]]:
+    """Every operator/delegate event in execution order (start times of the first timed run), the
+    DELEGATE_CALL events, and the delegate operators split per call."""
+    def start(e) -> int:
+        st = e.start_time or [0]
+        return st[min(warmup, len(st) - 1)]
+
+    ordered = sorted((e for _, e in events if e.name not in (_EXECUTE, _LOAD, _INIT)), key=start)
+    calls, per_call_ops = [], []
+    for e in ordered:
+        if e.name == _DELEGATE_CALL:
+            calls.append(e)
+            per_call_ops.append([])
+        elif e.is_delegated_op and per_call_ops:
+            per_call_ops[-1].append(e)
+    return ordered, calls, per_call_ops
+
+
+def _xnnpack_handles(pte: bytes, per_call_ops: list[list], notes: list[str]) -> dict[int, int | None]:
+    """id(event) -> debug handle for XNNPACK's operators, aligned with the nodes serialized in the .pte."""
+    from .xnnpack_map import align_operators, xnnpack_delegate_nodes
+
+    try:
+        delegates = xnnpack_delegate_nodes(pte)
+    except Exception as e:  # noqa: BLE001 - an unreadable blob only costs the module names
+        notes.append(f"XNNPACK nodes could not be read from the .pte ({e}); delegate ops have no module")
+        return {}
+    handles = {}
+    for ops, nodes in zip(per_call_ops, delegates):
+        for e, handle in zip(ops, align_operators([o.name for o in ops], nodes)):
+            handles[id(e)] = handle
+    return handles
+
+
+def _op_rows(ordered, warmup: int, handle_modules: dict, op_handles: dict) -> list[OpRow]:
+    rows, previous = [], (None, None)
+    for e in ordered:
+        if e.name == _DELEGATE_CALL:
+            previous = (None, None)
+            continue
+        times = _times(e, warmup)
+        if not times:
+            continue
+        if e.is_delegated_op:  # an op without a module of its own (a requantize) joins the op before it
+            module, module_type = previous = handle_modules.get(op_handles.get(id(e)), previous)
+        else:
+            module, module_type = _kernel_module(e)
+        rows.append(OpRow(name=e.name, op_type=e.name.rsplit(" #", 1)[0], delegate=e.delegate_backend_name,
+                          module=module, module_type=module_type, calls=len(times),
+                          median_ms=statistics.median(times), total_ms=sum(times)))
+    return rows
+
+
+def _delegate_calls(calls, per_call_ops, warmup: int) -> list[dict]:
+    result = []
+    for i, e in enumerate(calls):
+        times = _times(e, warmup)
+        backend = per_call_ops[i][0].delegate_backend_name if per_call_ops[i] else None
+        result.append({"index": i, "backend": backend, "calls": len(times), "ops": len(per_call_ops[i]),
+                       "median_ms": statistics.median(times) if times else None, "total_ms": sum(times)})
+    return result
+
+
 def parse_etdump(data: bytes, *, warmup: int = 0, etrecord=None, pte: bytes | None = None,
                  source: str = "the ETDump") -> EtdumpProfile:
     """Parse ``data``; ``etrecord`` (object or path) and ``pte`` (the program's bytes) add module names."""
@@ -124,68 +187,21 @@ def parse_etdump(data: bytes, *, warmup: int = 0, etrecord=None, pte: bytes | No
     if len(all_times) <= warmup:
         raise EdgevitError(f"{source} holds {len(all_times)} executions, not more than the {warmup} warm-up "
                            "ones; nothing is left to time. Lower --warmup or raise --runs.")
-    first = {name: e for _, e in events for name in [e.name] if name in (_LOAD, _INIT)}
+    first = {e.name: e for _, e in events if e.name in (_LOAD, _INIT)}
 
-    notes, handle_modules = [], {}
-    if etrecord is None:
-        mapping = "none: no etrecord.bin next to the artifact (compile again to get one)"
-    else:
-        handle_modules = _handle_modules(etrecord)
-        mapping = "ETRecord debug handles (kernels)"
-
-    # Delegate operators, split per delegate call in execution order (start times of the first timed run).
-    def start(e) -> int:
-        st = e.start_time or [0]
-        return st[min(warmup, len(st) - 1)]
-
-    execute_events = sorted((e for _, e in events if e.name not in (_EXECUTE, _LOAD, _INIT)), key=start)
-    calls, per_call_ops = [], []
-    for e in execute_events:
-        if e.name == _DELEGATE_CALL:
-            calls.append(e)
-            per_call_ops.append([])
-        elif e.is_delegated_op and per_call_ops:
-            per_call_ops[-1].append(e)
-
-    op_handles: dict[int, int | None] = {}
+    notes: list[str] = []
+    handle_modules = _handle_modules(etrecord) if etrecord is not None else {}
+    mapping = ("none: no etrecord.bin next to the artifact (compile again to get one)" if etrecord is None
+               else "ETRecord debug handles (kernels)")
+    ordered, calls, per_call_ops = _execution_events(events, warmup)
+    op_handles = {}
     if pte is not None and handle_modules and any(per_call_ops):
-        from .xnnpack_map import align_operators, xnnpack_delegate_nodes
-
-        try:
-            delegates = xnnpack_delegate_nodes(pte)
-        except Exception as e:  # noqa: BLE001 - an unreadable blob only costs the module names
-            delegates = []
-            notes.append(f"XNNPACK nodes could not be read from the .pte ({e}); delegate ops have no module")
-        for ops, nodes in zip(per_call_ops, delegates):
-            for e, handle in zip(ops, align_operators([o.name for o in ops], nodes)):
-                op_handles[id(e)] = handle
-        if delegates:
+        op_handles = _xnnpack_handles(pte, per_call_ops, notes)
+        if op_handles:
             mapping = "ETRecord debug handles (kernels); XNNPACK ops aligned to the .pte's XNNPACK nodes"
-
-    rows, previous = [], (None, None)
-    for e in execute_events:
-        if e.name == _DELEGATE_CALL:
-            previous = (None, None)
-            continue
-        times = _times(e, warmup)
-        if not times:
-            continue
-        if e.is_delegated_op:  # an op without a module of its own (a requantize) joins the op before it
-            module, module_type = previous = handle_modules.get(op_handles.get(id(e)), previous)
-        else:
-            module, module_type = _kernel_module(e)
-        rows.append(OpRow(name=e.name, op_type=e.name.rsplit(" #", 1)[0], delegate=e.delegate_backend_name,
-                          module=module, module_type=module_type, calls=len(times),
-                          median_ms=statistics.median(times), total_ms=sum(times)))
-    delegate_calls = []
-    for i, e in enumerate(calls):
-        times = _times(e, warmup)
-        backend = per_call_ops[i][0].delegate_backend_name if per_call_ops[i] else None
-        delegate_calls.append({"index": i, "backend": backend, "calls": len(times), "ops": len(per_call_ops[i]),
-                               "median_ms": statistics.median(times) if times else None,
-                               "total_ms": sum(times)})
     return EtdumpProfile(
         times_ms=all_times[warmup:], warmup_times_ms=all_times[:warmup],
         load_ms=first[_LOAD].perf_data.raw[0] if _LOAD in first else None,
         init_ms=first[_INIT].perf_data.raw[0] if _INIT in first else None,
-        ops=rows, delegate_calls=delegate_calls, module_mapping=mapping, notes=notes)
+        ops=_op_rows(ordered, warmup, handle_modules, op_handles),
+        delegate_calls=_delegate_calls(calls, per_call_ops, warmup), module_mapping=mapping, notes=notes)

@@ -20,7 +20,7 @@ import math
 
 import torch
 
-from .graph import ModelWork, WorkItem
+from ..cost import ModelWork, WorkItem
 
 __all__ = ["graph_work"]
 
