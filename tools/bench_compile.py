@@ -38,9 +38,11 @@ from rich.table import Table  # noqa: E402
 from edgevit.backends import get_backend  # noqa: E402
 from edgevit.compile import CompileOptions, compare_outputs, compile_model  # noqa: E402
 from edgevit.data import Preprocess, synthetic_images  # noqa: E402
-from edgevit.models import get_model_spec  # noqa: E402
+from edgevit.models import (
+    get_model_spec,  # noqa: E402
+    resolve_model,  # noqa: E402
+)
 from edgevit.timing import time_round_robin  # noqa: E402
-from edgevit.models import resolve_model  # noqa: E402
 
 DEFAULT_MODELS = ["efficientformer_l1", "efficientformerv2_s0", "tiny_vit_5m_224", "shvit_s1"]
 console = Console(width=160)
@@ -49,8 +51,10 @@ console = Console(width=160)
 def plain_executorch(model: torch.nn.Module, example: torch.Tensor, calibration: torch.Tensor | None) -> bytes:
     """The ExecuTorch XNNPACK tutorial, step for step (no edgevit code)."""
     from executorch.backends.xnnpack.partition.xnnpack_partitioner import XnnpackPartitioner
-    from executorch.backends.xnnpack.quantizer.xnnpack_quantizer import (XNNPACKQuantizer,
-                                                                         get_symmetric_quantization_config)
+    from executorch.backends.xnnpack.quantizer.xnnpack_quantizer import (
+        XNNPACKQuantizer,
+        get_symmetric_quantization_config,
+    )
     from executorch.exir import to_edge_transform_and_lower
     from torchao.quantization.pt2e.quantize_pt2e import convert_pt2e, prepare_pt2e
 

@@ -35,10 +35,10 @@ for _noisy in ("torchao", "torch.utils._pytree"):
 import torch
 
 from edgevit._io import atomic_write_bytes, atomic_write_json
-from edgevit.compile import CompileOptions, compile_model
 from edgevit.backends import get_backend
 from edgevit.backends.cost import ModelWork, WorkItem
 from edgevit.backends.executorch.etdump import parse_etdump
+from edgevit.compile import CompileOptions, compile_model
 from edgevit.estimate import model_work
 from edgevit.estimate.model import fit
 from edgevit.estimate.observe import observation_from_rows
@@ -252,7 +252,8 @@ def main(argv: list[str] | None = None) -> int:
     rows = leave_one_family_out(entries)
     log("fitted and predicted")
 
-    print("| held-out family | model | res | precision | measured median ms | predicted ms | error | wall-clock median ms |")
+    print("| held-out family | model | res | precision | measured median ms | predicted ms | error "
+          "| wall-clock median ms |")
     print("|---|---|---:|---|---:|---:|---:|---:|")
     for r in rows:
         print(f"| {r['family']} | {r['model']} | {r['res']} | {r['precision']} | {r['measured_ms']:.2f} | "
@@ -276,7 +277,8 @@ def main(argv: list[str] | None = None) -> int:
              "kinds left out of the fit (counts differ): " + "; ".join(f"{Path(k).parent.name}: {', '.join(v)}"
                                                                        for k, v in skipped.items())))
     full.fit_report["threads"] = 1
-    report = {"rounds": len(entries[0]["wall"]), "threads": 1, "alignment": full.fit_report, "band": BAND, "summary": summary, "rows": rows,
+    report = {"rounds": len(entries[0]["wall"]), "threads": 1, "alignment": full.fit_report, "band": BAND,
+              "summary": summary, "rows": rows,
               "measured": "median over the rounds of this thread's CPU time per inference (time.thread_time; "
                           "one runtime thread runs inline); wall_ms: the wall-clock median of the same calls",
               "wall_over_cpu": load,

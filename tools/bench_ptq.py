@@ -28,19 +28,20 @@ logging.getLogger("torchao").setLevel(logging.ERROR)
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # measure this checkout, not an installed copy
 
 from edgevit.backends import get_backend  # noqa: E402
-from edgevit.progress import SilentProgress  # noqa: E402
 from edgevit.compile.batched import run_batched  # noqa: E402
 from edgevit.compile.metrics import compare_outputs  # noqa: E402
 from edgevit.compile.mixed import DropMetric, search_mixed_precision  # noqa: E402
 from edgevit.data import Preprocess, digits, split_indices  # noqa: E402
 from edgevit.errors import EdgevitError  # noqa: E402
 from edgevit.models import create_model, deploy, get_family_spec, get_model_spec  # noqa: E402
+from edgevit.progress import SilentProgress  # noqa: E402
 from edgevit.quantization import QuantRecipe, quantize_pt2e  # noqa: E402
 from edgevit.training import topk_accuracy, train_classifier  # noqa: E402
 
 MODELS = ["efficientformer_micro", "efficientformerv2_micro", "tiny_vit_micro", "shvit_micro"]
 ALL_STEPS = "float-norm,float-scores,rescale-norm,float-bridges,bias-correction"
-CONFIGS = ["plain", "default", "observer:minmax", "observer:moving-average", "observer:percentile", "observer:histogram",
+CONFIGS = ["plain", "default", "observer:minmax", "observer:moving-average", "observer:percentile",
+           "observer:histogram",
            "steps:none", "steps:float-norm", "steps:float-scores", "steps:float-norm,float-scores",
            "steps:+rescale-norm", "steps:+float-bridges", "steps:+bias-correction", "mixed:0.5"]
 
@@ -80,7 +81,9 @@ def lower(config: str, deployed, example, calibration, family, backend, metric=N
     progress = SilentProgress()
     if config == "plain":
         from executorch.backends.xnnpack.quantizer.xnnpack_quantizer import (
-            XNNPACKQuantizer, get_symmetric_quantization_config)
+            XNNPACKQuantizer,
+            get_symmetric_quantization_config,
+        )
         quantizer = XNNPACKQuantizer().set_global(get_symmetric_quantization_config())
         from torchao.quantization.pt2e import allow_exported_model_train_eval
         graph = quantize_pt2e(deployed, example, quantizer, calibration)

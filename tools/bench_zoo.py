@@ -33,7 +33,8 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     threads = [int(t) for t in args.threads.split(",")]
 
-    lines = ["| model | backend/precision | threads | median ms | p90 ms | size MB | peak MB | SQNR dB | cosine | verified |",
+    lines = ["| model | backend/precision | threads | median ms | p90 ms | size MB | peak MB | SQNR dB | cosine "
+             "| verified |",
              "|---|---|---|---|---|---|---|---|---|---|"]
     for name in args.models:
         print(f"benchmarking {name} …", flush=True)
@@ -41,11 +42,14 @@ def main(argv: list[str] | None = None) -> int:
         for r in report["rows"]:
             def f(v, fmt):
                 return format(v, fmt) if v is not None else "-"
-            lines.append(f"| {name} | {r['label']} | {r['threads']} | {f(r['median_ms'], '.2f')} | {f(r['p90_ms'], '.2f')} | "
+            verified = "-" if r["passed"] is None else ("yes" if r["passed"] else "no")
+            error = " " + r["error"][:60] if r["error"] else ""
+            lines.append(f"| {name} | {r['label']} | {r['threads']} | {f(r['median_ms'], '.2f')} | "
+                         f"{f(r['p90_ms'], '.2f')} | "
                          f"{f(r['size_bytes'] and r['size_bytes'] / 2**20, '.2f')} | "
                          f"{f(r['peak_memory_bytes'] and r['peak_memory_bytes'] / 2**20, '.1f')} | "
                          f"{f(r['sqnr_db'], '.1f')} | {f(r['cosine'], '.5f')} | "
-                         f"{'-' if r['passed'] is None else ('yes' if r['passed'] else 'no')}{' ' + r['error'][:60] if r['error'] else ''} |")
+                         f"{verified}{error} |")
         lines.append(f"| {name} | auto choice | | {report['auto_choice']} | | | | | | |")
     table = "\n".join(lines)
     print(table)

@@ -7,8 +7,18 @@ backend"). Modules named in ``$EDGEVIT_BACKENDS`` are imported too (plugins, tes
 import importlib
 import pkgutil
 
-from .base import (Backend, DeviceRun, LoweredArtifact, NativeRunner, OpSummary, ParsedProfile, StageProgress,
-                   get_backend, list_backends, register_backend)
+from .base import (
+    Backend,
+    DeviceRun,
+    LoweredArtifact,
+    NativeRunner,
+    OpSummary,
+    ParsedProfile,
+    StageProgress,
+    get_backend,
+    list_backends,
+    register_backend,
+)
 
 for _info in pkgutil.iter_modules(__path__):
     if _info.ispkg:

@@ -9,7 +9,7 @@ import sys
 import click
 
 from ..errors import EdgevitError
-from . import agent, bench, compile, estimate, eval, qat, quant_report, zoo, profile  # noqa: F401  (each registers its commands on the group)
+from . import agent, bench, compile, estimate, eval, profile, qat, quant_report, zoo  # noqa: F401  (each registers its commands on the group)
 from ._group import cli
 from ._ui import err
 

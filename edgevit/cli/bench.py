@@ -12,7 +12,8 @@ from ._ui import int_list, out, print_json, profiles_option, progress_display
 
 @cli.command("bench")
 @click.argument("model")
-@click.option("--device", "-d", default="host", show_default=True, help="Device profile (its backends are benchmarked).")
+@click.option("--device", "-d", default="host", show_default=True,
+              help="Device profile (its backends are benchmarked).")
 @click.option("--threads", default="1", show_default=True, callback=int_list, help="Thread counts, e.g. 1,2.")
 @click.option("--backend", "backends", multiple=True, help="Only this backend (repeatable).")
 @click.option("--precision", "precisions", multiple=True, help="Only this precision (repeatable).")

@@ -57,7 +57,8 @@ def compile_cmd(model: str, device: str, backend: str, precision: str | None, we
                           calib=calib, num_calib=num_calib, num_verify=num_verify, input_shape=input_shape,
                           num_classes=num_classes, output_root=output_root, profile_dirs=list(profile_dirs),
                           min_sqnr=min_sqnr, min_cosine=min_cosine, threads=threads, observer=observer,
-                          ptq_steps=None if ptq_steps is None else [p.strip() for p in ptq_steps.split(",") if p.strip()],
+                          ptq_steps=None if ptq_steps is None else
+                          [p.strip() for p in ptq_steps.split(",") if p.strip()],
                           fp32_layers=list(fp32_layers), max_drop=max_drop, eval_dir=eval_dir)
     with progress_display(enabled=not as_json) as progress:
         result = compile_model(opts, progress)
@@ -74,7 +75,8 @@ def _quantization_rows(m: dict) -> list[tuple[str, str]]:
         rows.append(("int8 recipe", f"{q['observer']} observer; {', '.join(steps) or 'no ViT-aware steps'}"))
     if mp:
         rows.append(("mixed precision", f"{len(mp['layers_fp32'])} fp32 layers; {mp['metric']} "
-                                        f"{mp['measured_drop']:.2f} ≤ {mp['max_drop']:g} (int8: {mp['drop_int8']:.2f})"))
+                                        f"{mp['measured_drop']:.2f} ≤ {mp['max_drop']:g} "
+                                        f"(int8: {mp['drop_int8']:.2f})"))
         if "latency_ms_mixed" in mp:
             rows.append(("latency int8 / mixed", f"{mp['latency_ms_int8']:.3f} / {mp['latency_ms_mixed']:.3f} ms"))
     return rows
@@ -96,7 +98,8 @@ def _print_compile_summary(result) -> None:
         ("max abs / top-1 agree", f"{v['max_abs_error']:.4g} / {v['top1_agreement']:.0%} of {v['samples']}"),
         ("ops delegated", f"{ops['delegated_ops']} in {ops['delegate_calls']} calls; "
                           f"{ops['non_delegated_ops']} outside"),
-        ("memory (est.)", f"{m['memory']['total_bytes'] / 2**20:.1f} MB of {m['memory']['budget_bytes'] / 2**20:.0f} MB"),
+        ("memory (est.)", f"{m['memory']['total_bytes'] / 2**20:.1f} MB of "
+                          f"{m['memory']['budget_bytes'] / 2**20:.0f} MB"),
         *_quantization_rows(m),
         ("compile time", f"{m['compile_seconds']} s"),
     ]

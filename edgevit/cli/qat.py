@@ -56,4 +56,5 @@ def qat_cmd(model: str, bits: str, data: Path, epochs: int, weights: Path | None
         out.print(f"{key} vs Brevitas in {r['runtime']}: median/max |diff| {r['median_abs_diff']:.2g}/"
                   f"{r['max_abs_diff']:.2g} on {r['samples']} images, top-1 agreement {r['top1_agreement']:.0%}")
     out.print(f"eval: {m['data']['eval']['source']} ({m['data']['eval']['count']} images)")
-    out.print(f"artifacts: {result.out_dir}/ ({', '.join(a['file'] for a in m['artifacts'])}, manifest.json, report.md)")
+    files = ", ".join(a["file"] for a in m["artifacts"])
+    out.print(f"artifacts: {result.out_dir}/ ({files}, manifest.json, report.md)")

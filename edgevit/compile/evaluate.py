@@ -11,7 +11,6 @@ import hashlib
 import time
 from pathlib import Path
 
-
 from .._io import atomic_write_json
 from ..backends import get_backend
 from ..data import Preprocess, load_labelled_folder
@@ -76,7 +75,8 @@ def evaluate_artifact(folder: Path, data: Path, limit: int | None = None, thread
             reference = run_batched(model, labelled.inputs, batch, advance)
         fp32_top1 = topk_accuracy(reference, labelled.labels, (1,))["top1"]
         result["fp32"] = {"top1": round(fp32_top1, 4), "drop_points": round(fp32_top1 - accuracy["top1"], 4),
-                          "top1_agreement": round(float((reference.argmax(1) == logits.argmax(1)).float().mean()) * 100, 4)}
+                          "top1_agreement": round(float((reference.argmax(1) == logits.argmax(1)).float().mean())
+                                                  * 100, 4)}
     else:
         result["fp32"] = {"skipped": why_not}
     result["seconds"] = round(time.perf_counter() - started, 1)

@@ -96,7 +96,8 @@ def search_mixed_precision(backend: Backend, deployed: torch.nn.Module, example:
     while True:
         layers = chosen + ranking[:k]
         with progress.stage(f"lowering with {k} fp32 layer{'s' * (k != 1)}"):
-            lowered = backend.lower(deployed, example, "int8", calibration, progress, recipe=recipe.with_fp32_layers(layers))
+            lowered = backend.lower(deployed, example, "int8", calibration, progress,
+                                    recipe=recipe.with_fp32_layers(layers))
             drop = measure(lowered)
         trials.append({"fp32_layers": k, "measured_drop": round(drop, 4)})
         if best is None or drop < best[1]:

@@ -157,7 +157,8 @@ def render_report(m: dict) -> str:
     q, acc = m["quantization"], m["accuracy_top1"]
     lines = [f"# {m['model']['name']} {q['bits']}{' (power-of-two scales)' if q['po2_scales'] else ''}", "",
              f"Brevitas {q['method']} on the deploy form; weights: {m['weights']['source']}.", "",
-             "## Top-1 on the eval set", "", f"Eval: {m['data']['eval']['source']} ({m['data']['eval']['count']} images)",
+             "## Top-1 on the eval set", "",
+             f"Eval: {m['data']['eval']['source']} ({m['data']['eval']['count']} images)",
              "", "| model | top-1 % |", "|---|---:|"]
     labels = {"fp32": "fp32 (eager, deploy form)", "ptq": f"{q['bits']} PTQ (Brevitas)",
               "qat": f"{q['bits']} QAT (Brevitas)", "qcdq_onnx": f"{q['bits']} model.qcdq.onnx (onnxruntime)"}
@@ -166,7 +167,8 @@ def render_report(m: dict) -> str:
               ("Match: >= 90 % of images within the tight bound (float rounding), all within the loose one "
                "(a rare one-step rounding flip). The optimized row is informative (integer kernels round "
                "differently)."), "",
-              "| export | runtime | images | median / max abs diff | within tight | tight / loose | top-1 agree | match |",
+              "| export | runtime | images | median / max abs diff | within tight | tight / loose | top-1 agree "
+              "| match |",
               "|---|---|---:|---:|---:|---:|---:|---|"]
     for k, r in m["roundtrip"].items():
         t = r["tolerance"]
@@ -180,5 +182,6 @@ def render_report(m: dict) -> str:
         lines.append(f"| {r['layer']} | {r['type']} | {r['weight']['bits']} | {_scale_text(r['weight']['scale'])} | "
                      f"{r['input']['bits']} | {_scale_text(r['input']['scale'])} | "
                      f"{'yes' if r['weight']['po2'] and r['input']['po2'] else 'no'} |")
-    lines += ["", "Files: " + ", ".join(f"`{a['file']}` ({a['size_bytes'] / 1024:.0f} KiB)" for a in m["artifacts"]), ""]
+    files = ", ".join(f"`{a['file']}` ({a['size_bytes'] / 1024:.0f} KiB)" for a in m["artifacts"])
+    lines += ["", "Files: " + files, ""]
     return "\n".join(lines)

@@ -12,7 +12,6 @@ import time
 from dataclasses import dataclass, replace
 from pathlib import Path
 
-
 from .._io import atomic_directory, atomic_write_bytes, atomic_write_json, ensure_writable_dir
 from ..backends import Backend, get_backend, list_backends
 from ..data import Preprocess, find_images, load_image_folder, synthetic_images

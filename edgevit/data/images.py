@@ -105,8 +105,8 @@ def find_images(folder: str | Path) -> list[Path]:
     except OSError as e:
         raise DataError(f"Image folder {folder} cannot be read: {e}.") from None
     if not files:
-        raise DataError(f"Image folder {folder} contains no images (looked for "
-                        f"{', '.join(sorted(s for s in suffixes if s in {'.jpg', '.jpeg', '.png', '.bmp', '.webp', '.tif'}))}"
+        common = sorted(s for s in suffixes if s in {".jpg", ".jpeg", ".png", ".bmp", ".webp", ".tif"})
+        raise DataError(f"Image folder {folder} contains no images (looked for {', '.join(common)}"
                         " and the other formats Pillow reads, in nested folders too).")
     return files
 

@@ -1,7 +1,7 @@
 """The latency model: what each XNNPACK operator costs on a device, and its calibration from profiles.
 
-Per operator (a :class:`~edgevit.backends.cost.WorkItem`, from the backend's cost replay), one line per operator kind and precision
-("gemm/int8", "softmax/fp32", ...)::
+Per operator (a :class:`~edgevit.backends.cost.WorkItem`, from the backend's cost replay), one line per
+operator kind and precision ("gemm/int8", "softmax/fp32", ...)::
 
     seconds = units / unit_rate + bytes / bandwidth + weight_bytes / weight_bandwidth + overhead
 
@@ -33,8 +33,8 @@ from pathlib import Path
 import numpy as np
 
 from .._io import atomic_write_json
-from ..errors import EdgevitError
 from ..backends.cost import ModelWork, WorkItem
+from ..errors import EdgevitError
 
 __all__ = [
     "CALIBRATION_VERSION",

@@ -20,17 +20,26 @@ from __future__ import annotations
 
 from torch import nn
 
+# Importing the family modules registers their families and variants.
+from . import efficientformer, efficientformer_v2, micro, shvit, tiny_vit  # noqa: F401,E402
 from ._checkpoint import load_weights, read_state_dict, sha256_of
 from ._complexity import count_params_and_macs
 from ._deploy import deploy, is_deployed
 from ._prepare import PreparedModel, prepare_model
-from ._registry import (IMAGENET_DEFAULT_MEAN, IMAGENET_DEFAULT_STD, FamilySpec, ModelSpec, get_family_spec, get_model_spec, list_families, list_models,
-                        register_family, register_model)
+from ._registry import (
+    IMAGENET_DEFAULT_MEAN,
+    IMAGENET_DEFAULT_STD,
+    FamilySpec,
+    ModelSpec,
+    get_family_spec,
+    get_model_spec,
+    list_families,
+    list_models,
+    register_family,
+    register_model,
+)
 from ._resolve import ResolvedModel, parse_input_shape, resolve_model
 from ._synthetic import SYNTHETIC_WEIGHTS_NOTE, apply_synthetic_weights
-
-# Importing the family modules registers their families and variants.
-from . import efficientformer, efficientformer_v2, micro, shvit, tiny_vit  # noqa: F401,E402
 
 __all__ = ["create_model", "deploy", "is_deployed", "list_models", "list_families", "get_model_spec",
            "get_family_spec", "register_model", "register_family", "ModelSpec", "FamilySpec", "prepare_model",

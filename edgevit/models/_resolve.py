@@ -10,8 +10,8 @@ import torch
 from torch import nn
 
 from ..errors import EdgevitError
-from ._synthetic import apply_synthetic_weights
 from ._registry import IMAGENET_DEFAULT_MEAN, IMAGENET_DEFAULT_STD, ModelSpec, get_model_spec
+from ._synthetic import apply_synthetic_weights
 
 __all__ = ["ResolvedModel", "resolve_model", "parse_input_shape"]
 

@@ -25,9 +25,16 @@ import torch
 from torch import nn
 
 from ._registry import register_family, register_model
+from .layers import (
+    AttentionBiasMixin,
+    DropPath,
+    LayerScale,
+    attention_bias_index,
+    average_heads,
+    fold_layer_scale,
+    fuse_conv_bn,
+)
 from .layers.norm import Standardize, fold_norm_affine
-from .layers import (AttentionBiasMixin, DropPath, LayerScale, attention_bias_index, average_heads,
-                     fold_layer_scale, fuse_conv_bn)
 
 __all__ = ["EfficientFormer", "checkpoint_filter_fn", "efficientformer_l1", "efficientformer_l3",
            "efficientformer_l7"]

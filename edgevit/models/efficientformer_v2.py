@@ -29,8 +29,16 @@ import torch.nn.functional as F
 from torch import nn
 
 from ._registry import register_family, register_model
-from .layers import (AttentionBiasMixin, DropPath, LayerScale, attention_bias_index, average_heads,
-                     fold_layer_scale, fuse_bn_linear, fuse_conv_bn)
+from .layers import (
+    AttentionBiasMixin,
+    DropPath,
+    LayerScale,
+    attention_bias_index,
+    average_heads,
+    fold_layer_scale,
+    fuse_bn_linear,
+    fuse_conv_bn,
+)
 
 __all__ = ["EfficientFormerV2", "checkpoint_filter_fn", "efficientformerv2_s0", "efficientformerv2_s1",
            "efficientformerv2_s2", "efficientformerv2_l"]

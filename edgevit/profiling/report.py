@@ -45,7 +45,8 @@ def render_markdown(r: dict) -> str:
              f"| {w['min']:.3f} | {w['median']:.3f} | {w['p90']:.3f} | {w['mean']:.3f} | {_ms(r['load_ms'])} | "
              f"{_mb(r['peak_memory_bytes'])} | {r['ops_total_ms']:.3f} |", "",
              f"Execution time: {r['timing_source']}. Per-op time: {r['op_timing']}.", "",
-             f"## Top {TOP} operator types", "", "| operator | ops | ms / run (median) | share |", "|---|---:|---:|---:|"]
+             f"## Top {TOP} operator types", "", "| operator | ops | ms / run (median) | share |",
+             "|---|---:|---:|---:|"]
     for g in r["op_types"][:TOP]:
         lines.append(f"| {g['name']} | {g['ops']} | {g['ms']:.3f} | {g['share']:.1%} |")
     lines += ["", f"## By module (depth {r['module_depth']}; mapping: {r['module_mapping']})", "",

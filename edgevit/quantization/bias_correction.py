@@ -44,7 +44,8 @@ def _add_to_attr(gm: GraphModule, target: str, delta: torch.Tensor) -> None:
     setattr(owner, attr, new)
 
 
-def _reference_means(reference: nn.Module, names: dict[str, bool], batches: list[torch.Tensor]) -> dict[str, torch.Tensor]:
+def _reference_means(reference: nn.Module, names: dict[str, bool],
+                     batches: list[torch.Tensor]) -> dict[str, torch.Tensor]:
     """Per-channel output means of the float model's modules ``names`` (name -> is linear), in one pass."""
     modules = dict(reference.named_modules())
     sums: dict[str, torch.Tensor] = {}

@@ -14,8 +14,8 @@ from torch.fx import Node
 from torchao.quantization.pt2e import PerChannelMinMaxObserver
 from torchao.quantization.pt2e.quantizer import QuantizationConfig, QuantizationSpec
 
-from .layers import LAYER_OPS, module_types, quantizable_layers
 from ..errors import UnknownNameError
+from .layers import LAYER_OPS, module_types, quantizable_layers
 from .observers import OBSERVERS, activation_observer, check_observer
 
 __all__ = ["QuantRecipe", "DEFAULT_OBSERVER", "PTQ_STEPS"]

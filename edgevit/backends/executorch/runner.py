@@ -5,8 +5,8 @@
 (examples/portable/executor_runner/executor_runner.cpp, built with ``-DEXECUTORCH_ENABLE_EVENT_TRACER=ON``),
 so a host drives either one the same way and reads the same ETDump back. Like ``executor_runner`` it has no
 warm-up flag: the host asks for ``warmup + runs`` executions and drops the first ``warmup`` ``Method::execute``
-events when it parses the ETDump (:mod:`.etdump`). What only this runner knows (wall-clock
-per execution, peak memory as VmHWM growth over the RSS before loading) it prints as one stdout line ``EDGEVIT_RESULT {json}``.
+events when it parses the ETDump (:mod:`.etdump`). What only this runner knows (wall-clock per execution,
+peak memory as VmHWM growth over the RSS before loading) it prints as one stdout line ``EDGEVIT_RESULT {json}``.
 """
 from __future__ import annotations
 

@@ -44,7 +44,8 @@ _EDGE_NAME = {
     "cat": "cat.default", "concat": "cat.default", "pad": "constant_pad_nd.default",
     "constant_pad_nd": "constant_pad_nd.default",
 }
-_VANISH = {"clone", "contiguous", "dropout", "alias", "detach", "lift_fresh_copy", "identity", "_assert_tensor_metadata"}
+_VANISH = {"clone", "contiguous", "dropout", "alias", "detach", "lift_fresh_copy", "identity",
+           "_assert_tensor_metadata"}
 _CATEGORY = {
     "linear.default": "gemm", "mm.default": "gemm", "bmm.default": "bmm",
     "add.Tensor": "binary", "sub.Tensor": "binary", "mul.Tensor": "binary", "div.Tensor": "binary",

@@ -27,8 +27,18 @@ from ...backends import Backend, get_backend, list_backends
 from ...devices import host_facts
 from ...errors import EdgevitError
 from .frames import MIN_MAX_PAYLOAD, Damaged, Frame, FrameDecoder, crc32, encode
-from .messages import (MIN_VERSION, PROTOCOL_VERSION, ArtifactFormat, ErrorCode, FileId, Msg, ProtocolError, pack,
-                       pack_json, unpack)
+from .messages import (
+    MIN_VERSION,
+    PROTOCOL_VERSION,
+    ArtifactFormat,
+    ErrorCode,
+    FileId,
+    Msg,
+    ProtocolError,
+    pack,
+    pack_json,
+    unpack,
+)
 from .port import PortError
 
 __all__ = ["Agent", "agent_details"]

@@ -19,8 +19,17 @@ import serial
 
 from ...errors import EdgevitError
 from .frames import MIN_MAX_PAYLOAD, OVERHEAD, Damaged, Frame, FrameDecoder, encode
-from .messages import (MIN_VERSION, PROTOCOL_VERSION, ArtifactFormat, ErrorCode, Msg, ProtocolError, pack,
-                       unpack, unpack_json)
+from .messages import (
+    MIN_VERSION,
+    PROTOCOL_VERSION,
+    ArtifactFormat,
+    ErrorCode,
+    Msg,
+    ProtocolError,
+    pack,
+    unpack,
+    unpack_json,
+)
 from .port import PortError, open_port
 
 __all__ = ["SerialHost", "LinkStats", "UploadStats", "AgentError"]
@@ -73,7 +82,7 @@ class SerialHost:
         self._ser: serial.Serial | None = None
 
     # -- the line ---------------------------------------------------------------------------------------
-    def __enter__(self) -> "SerialHost":
+    def __enter__(self) -> SerialHost:
         self._ser = open_port(self.port, self.baud)
         return self
 

@@ -15,9 +15,9 @@ from .pipeline import LowBitResult, QatSettings, lowbit_pipeline, roundtrip_tole
 from .quantize import calibrate, layer_settings, quantize_lowbit, quantized_layers
 from .spec import ACT_BITS, WEIGHT_BITS, LowBitSpec, UnsupportedBitsError
 
-__all__ = ["ACT_BITS", "WEIGHT_BITS", "LowBitResult", "LowBitSpec",
-           "QatSettings", "QcdqRunner", "QonnxRunner", "UnsupportedBitsError", "calibrate", "export_qcdq_bytes", "export_qonnx_bytes", "layer_settings", "lowbit_pipeline",
-           "quantize_lowbit", "quantized_layers", "roundtrip_tolerance"]
+__all__ = ["ACT_BITS", "WEIGHT_BITS", "LowBitResult", "LowBitSpec", "QatSettings", "QcdqRunner", "QonnxRunner",
+           "UnsupportedBitsError", "calibrate", "export_qcdq_bytes", "export_qonnx_bytes", "layer_settings",
+           "lowbit_pipeline", "quantize_lowbit", "quantized_layers", "roundtrip_tolerance"]
 
 # Brevitas announces at import that an optional CUDA kernel package is missing; nothing we use needs it.
 _warnings.filterwarnings("ignore", message="fast_hadamard_transform package not found")

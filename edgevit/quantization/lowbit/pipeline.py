@@ -47,13 +47,13 @@ class LowBitResult:
 def roundtrip_tolerance(reference: torch.Tensor) -> tuple[float, float]:
     """(tight, loose) allowed max |exported - Brevitas| per image, relative to the largest logit.
 
-    Both sides compute the same integer grid in float32, so most images match to float rounding
-    (tight: 1e-4). Summation order differs, though, and now and then moves a value across a rounding
-    boundary, shifting one activation by one integer step, which later layers carry to the logits; the
-    deeper the model, the more images see one (TinyViT micro W8A8 on 450 digits images: 8 % above
-    tight, the worst at 2.5 % of the largest logit, top-1 the same on all). So an export matches when the median image meets the tight bound (a wrong scale, zero point or
-    bit width moves every image), every image stays within 5 % of the largest logit (loose), and the
-    top-1 answers agree on >= 99 % of images."""
+    Both sides compute the same integer grid in float32, so most images match to float rounding (tight: 1e-4).
+    Summation order differs, though, and now and then moves a value across a rounding boundary, shifting one
+    activation by one integer step, which later layers carry to the logits; the deeper the model, the more
+    images see one (TinyViT micro W8A8 on 450 digits images: 8 % above tight, the worst at 2.5 % of the
+    largest logit, top-1 the same on all). So an export matches when the median image meets the tight bound (a
+    wrong scale, zero point or bit width moves every image), every image stays within 5 % of the largest logit
+    (loose), and the top-1 answers agree on >= 99 % of images."""
     scale = max(1.0, float(reference.abs().max()))
     return 1e-4 * scale, 5e-2 * scale
 

@@ -5,15 +5,15 @@ Decisions (and why):
   ``1/sqrt(d)`` are already folded into the weights, so the integers in the export are exactly what an
   accelerator multiplies (an FPGA flow has no float BatchNorm after the conv). QAT then fine-tunes the
   folded weights.
-- **Layer-wise quantization** (``brevitas.graph.quantize.layerwise_quantize``): every Conv2d/Linear gets
-  an input quantizer (activations) and a weight quantizer. Biases stay float32: an int32 bias at
-  scale input x weight needs integers beyond float32's exact range where an input scale is tiny
-  (shvit_micro's SE blocks, initial weights: ~1e7), and Brevitas's QCDQ export then refuses the
-  layer; FINN/hls4ml fold a float bias into their thresholds/accumulators anyway. These layers carry 92-99.9 % of the MACs (measured with
+- **Layer-wise quantization** (``brevitas.graph.quantize.layerwise_quantize``): every Conv2d/Linear gets an
+  input quantizer (activations) and a weight quantizer. Biases stay float32: an int32 bias at scale input x
+  weight needs integers beyond float32's exact range where an input scale is tiny (shvit_micro's SE blocks,
+  initial weights: ~1e7), and Brevitas's QCDQ export then refuses the layer; FINN/hls4ml fold a float bias
+  into their thresholds/accumulators anyway. These layers carry 92-99.9 % of the MACs (measured with
   FlopCounterMode on the deploy forms: tiny_vit_5m_224 92.3, efficientformerv2_s0 95.3, shvit_s1 99.7,
-  efficientformer_l1 99.8, the micro variants 96.8-99.9). What stays float: the attention matmuls
-  (q@k^T, attn@v: tensor ops in our models, not modules), softmax, GELU/ReLU, the LayerNorm
-  standardisation, residual adds, pooling; in the exports they run in float between quantized layers.
+  efficientformer_l1 99.8, the micro variants 96.8-99.9). What stays float: the attention matmuls (q@k^T,
+  attn@v: tensor ops in our models, not modules), softmax, GELU/ReLU, the LayerNorm standardisation, residual
+  adds, pooling; in the exports they run in float between quantized layers.
 - **First and last layers stay at 8 bits** (the stem conv sees raw pixels, the classifier decides
   the label); the usual choice in low-bit work and in Brevitas's own ImageNet examples.
 """
