@@ -10,8 +10,8 @@ from pathlib import Path
 
 from .errors import EdgevitError
 
-__all__ = ["ensure_writable_dir", "atomic_directory", "atomic_write_bytes", "atomic_write_text", "atomic_write_json",
-           "atomic_create_bytes"]
+__all__ = ["ensure_writable_dir", "require_folder", "atomic_directory", "atomic_write_bytes", "atomic_write_text",
+           "atomic_write_json", "atomic_create_bytes"]
 
 
 def _umask() -> int:
@@ -38,6 +38,18 @@ def ensure_writable_dir(folder: str | Path, what: str = "output folder",
     if not os.access(folder, os.W_OK):
         raise EdgevitError(f"The {what} {folder} is not writable; {fix}.")
     return folder
+
+
+def require_folder(folder: str | Path, what: str, expected: str, error: type[EdgevitError] = EdgevitError) -> Path:
+    """``folder`` as a Path if it is an existing folder; otherwise ``error`` saying which of the two it is not.
+
+    ``what`` names it ("Image folder"), ``expected`` says what belongs there ("images, nested folders too")."""
+    folder = Path(folder).expanduser()
+    if folder.is_dir():
+        return folder
+    if folder.exists():
+        raise error(f"{what} {folder} is a file, not a folder; give the folder that holds {expected}.")
+    raise error(f"{what} {folder} does not exist; give the folder that holds {expected}.")
 
 
 def _writable_parent(path: Path) -> Path:

@@ -19,6 +19,7 @@ from ._ui import int_list, out, print_json, profiles_option, progress_display
 @click.option("--precision", "precisions", multiple=True, help="Only this precision (repeatable).")
 @click.option("--rounds", default=20, show_default=True, type=click.IntRange(5), help="Timed round-robin rounds.")
 @click.option("--input-shape", help="Static input N,C,H,W (required for a user module).")
+@click.option("--num-classes", type=click.IntRange(1), help="Classifier size, when not the zoo default.")
 @click.option("--num-calib", default=32, show_default=True, type=click.IntRange(1))
 @click.option("--no-memory", is_flag=True, help="Skip the per-artifact peak-memory subprocesses.")
 @click.option("-o", "--output", "output_root", default=Path("out/bench"), show_default=True,
@@ -26,15 +27,15 @@ from ._ui import int_list, out, print_json, profiles_option, progress_display
 @profiles_option
 @click.option("--json", "as_json", is_flag=True, help="Print the JSON report instead of the table.")
 def bench_cmd(model: str, device: str, threads: list[int], backends: tuple[str, ...], precisions: tuple[str, ...],
-              rounds: int, input_shape: str | None, num_calib: int, no_memory: bool, output_root: Path,
-              profile_dirs: tuple[Path, ...], as_json: bool) -> None:
+              rounds: int, input_shape: str | None, num_classes: int | None, num_calib: int, no_memory: bool,
+              output_root: Path, profile_dirs: tuple[Path, ...], as_json: bool) -> None:
     """Every backend x precision for MODEL, compiled, verified and timed side by side here."""
     from ..profiling import BenchOptions, run_bench
 
     opts = BenchOptions(model=model, device=device, threads=threads, backends=list(backends) or None,
                         precisions=list(precisions) or None, rounds=rounds, input_shape=input_shape,
-                        num_calib=num_calib, output_root=output_root, profile_dirs=list(profile_dirs),
-                        measure_memory=not no_memory)
+                        num_classes=num_classes, num_calib=num_calib, output_root=output_root,
+                        profile_dirs=list(profile_dirs), measure_memory=not no_memory)
     with progress_display(enabled=not as_json) as progress:
         report = run_bench(opts, progress)
     if as_json:

@@ -19,6 +19,7 @@ import numpy as np
 import torch
 from PIL import Image, UnidentifiedImageError
 
+from .._io import require_folder
 from ..errors import EdgevitError
 
 __all__ = ["Preprocess", "CalibrationSet", "find_images", "load_image_folder", "synthetic_images"]
@@ -96,9 +97,8 @@ def _image_suffixes() -> set[str]:
 
 def find_images(folder: str | Path) -> list[Path]:
     """All image files under ``folder`` (nested), in a stable sorted order."""
-    folder = Path(folder).expanduser()
-    if not folder.is_dir():
-        raise DataError(f"Image folder {folder} does not exist or is not a directory.")
+    folder = require_folder(folder, "Image folder", "the images (any format Pillow reads, nested folders too)",
+                            DataError)
     suffixes = _image_suffixes()
     try:
         files = sorted(p for p in folder.rglob("*") if p.is_file() and p.suffix.lower() in suffixes)
@@ -167,9 +167,7 @@ def load_labelled_folder(folder: str | Path, preprocess: Preprocess, limit: int 
 
     ``limit`` takes an evenly spread subset (every k-th image), so a small limit still covers every class.
     """
-    folder = Path(folder).expanduser()
-    if not folder.is_dir():
-        raise DataError(f"Labelled folder {folder} does not exist or is not a directory.")
+    folder = require_folder(folder, "Labelled folder", "one subfolder of images per class", DataError)
     classes = sorted(p.name for p in folder.iterdir() if p.is_dir() and not p.name.startswith("."))
     if not classes:
         raise DataError(f"Labelled folder {folder} has no class subfolders: put each class's images in "

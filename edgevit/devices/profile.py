@@ -13,6 +13,7 @@ from typing import Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
+from .._io import require_folder
 from ..backends import list_backends
 from ..errors import EdgevitError, UnknownNameError
 
@@ -168,9 +169,7 @@ def load_profiles(extra_dirs: list[Path] | None = None) -> dict[str, DeviceProfi
     """All profiles: built-in first, then each ``extra_dirs`` (a user file overrides a built-in name)."""
     profiles: dict[str, DeviceProfile] = {}
     for directory in [BUILTIN_PROFILE_DIR, *(extra_dirs or [])]:
-        directory = Path(directory)
-        if not directory.is_dir():
-            raise ProfileError(f"Profile directory {directory} does not exist or is not a directory.")
+        directory = require_folder(directory, "Profile directory", "device profile YAML files", ProfileError)
         for path in sorted(directory.glob("*.y*ml")):
             profile = load_profile_file(path)
             if profile.name != path.stem:

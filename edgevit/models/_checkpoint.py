@@ -22,6 +22,9 @@ _WRAPPER_KEYS = ("state_dict", "model", "state_dict_ema", "model_ema", "module")
 _SHOW = 8  # keys listed per category in an error message
 
 
+_SUFFIXES = (".safetensors", ".pth", ".pt", ".bin")  # what --weights takes (README: `edgevit compile` options)
+
+
 def sha256_of(path: Path) -> str:
     digest = hashlib.sha256()
     with open(path, "rb") as f:
@@ -33,8 +36,16 @@ def sha256_of(path: Path) -> str:
 def read_state_dict(path: str | Path) -> dict[str, torch.Tensor]:
     """Read a checkpoint file into a flat ``{key: tensor}`` dict, unwrapping common containers."""
     path = Path(path)
-    if not path.is_file():
+    if path.is_dir():
+        found = sorted(p.name for p in path.iterdir() if p.suffix in _SUFFIXES)[:5]
+        raise CheckpointError(f"--weights {path} is a folder; give the checkpoint file itself "
+                              f"({', '.join(_SUFFIXES)})" + (f", e.g. {path / found[0]} (this folder holds "
+                                                             f"{', '.join(found)})" if found else "") + ".")
+    if not path.exists():
         raise CheckpointError(f"Weights file {path} does not exist.")
+    if not path.is_file():
+        raise CheckpointError(f"--weights {path} is not a regular file; give the checkpoint file "
+                              f"({', '.join(_SUFFIXES)}).")
     try:
         if path.suffix == ".safetensors":
             from safetensors.torch import load_file

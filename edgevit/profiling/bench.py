@@ -38,6 +38,7 @@ class BenchOptions:
     rounds: int = 20
     warmup: int = 3
     input_shape: str | None = None
+    num_classes: int | None = None           # classifier size, when not the zoo default
     num_calib: int = 32
     output_root: Path = Path("out/bench")
     profile_dirs: list[Path] = field(default_factory=list)
@@ -105,7 +106,7 @@ def _build_candidates(opts: BenchOptions, device: str, backends: list[str], out_
                 try:
                     result = compile_model(CompileOptions(
                         model=opts.model, device=device, backend=backend_name, precision=precision,
-                        input_shape=opts.input_shape, num_calib=opts.num_calib,
+                        input_shape=opts.input_shape, num_classes=opts.num_classes, num_calib=opts.num_calib,
                         output_root=out_dir / f"{backend_name}-{precision}", profile_dirs=opts.profile_dirs,
                         min_sqnr=-1e9, min_cosine=-1.0))  # record the numbers; judge below, don't abort
                     candidates.append(_Candidate(backend_name, precision, result.artifact, result.manifest))
@@ -152,7 +153,7 @@ def run_bench(opts: BenchOptions, progress: StageProgress | None = None) -> dict
             raise EdgevitError(f"Device '{profile.name}' does not run backend '{name}' "
                                f"(its profile lists {', '.join(profile.compile.backends)}).")
     out_dir = ensure_writable_dir(Path(opts.output_root) / f"{opts.model.replace(':', '.')}-{profile.name}")
-    resolved = resolve_model(opts.model, parse_input_shape(opts.input_shape))
+    resolved = resolve_model(opts.model, parse_input_shape(opts.input_shape), opts.num_classes)
     candidates = _build_candidates(opts, profile.name, backends, out_dir, progress)
     peak_memory: dict[Path, int | None] = {}
     rows = [row for threads in opts.threads
