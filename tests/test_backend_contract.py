@@ -120,6 +120,39 @@ def test_an_artifact_changed_since_compile_is_refused_before_it_runs(torchscript
     assert not (artifact.parent / "profiles").exists() or not any((artifact.parent / "profiles").iterdir())
 
 
+def test_auto_falls_back_to_a_backend_that_passes_and_says_so(torchscript_plugin, tmp_path, capsys):
+    """The device prefers a backend whose artifact fails verification: auto takes the next one that passes
+    (recorded in the manifest); asked for by name, the failing backend is an error and nothing is written."""
+    profiles = tmp_path / "profiles"
+    profiles.mkdir()
+    (profiles / "two-box.yaml").write_text(textwrap.dedent("""\
+        name: two-box
+        display_name: A box with a flaky runtime first
+        kind: desktop
+        os: Linux
+        soc: any
+        cpu: {clusters: [{core: any, count: 2}]}
+        memory: {ram_gb: 4}
+        compile:
+          backends: [torchscript-noisy, torchscript]
+          preferred_backend: torchscript-noisy
+          default_precision: fp32
+          threads: 1
+          model_memory_mb: 512
+        """))
+    args = ["compile", "shvit_micro", "--device", "two-box", "--profiles", str(profiles), "--num-verify", "2"]
+    assert main([*args, "--backend", "torchscript-noisy", "-o", str(tmp_path / "named")]) == 2
+    assert "failed verification" in capsys.readouterr().err
+    assert not (tmp_path / "named" / "shvit_micro-two-box").exists()
+
+    assert main([*args, "-o", str(tmp_path / "auto"), "--json"]) == 0
+    manifest = json.loads(capsys.readouterr().out)
+    assert manifest["backend"]["name"] == "torchscript" and manifest["verification"]["passed"]
+    choice = manifest["backend_choice"]
+    assert (choice["preferred"], choice["chosen"]) == ("torchscript-noisy", "torchscript")
+    assert choice["failed"][0]["backend"] == "torchscript-noisy" and choice["failed"][0]["sqnr_db"] < 60
+
+
 def test_a_profile_naming_an_unregistered_backend_is_refused(tmp_path):
     from edgevit.devices import ProfileError, load_profiles
 

@@ -182,6 +182,23 @@ def _plan(opts: CompileOptions) -> _Plan:
     return _Plan(profile, backend, precision, thresholds, recipe)
 
 
+def _attempts(opts: CompileOptions, plan: _Plan):
+    """The plan, then (``--backend auto`` only) the device's other backends that offer the precision, in the
+    profile's order: auto never settles for an artifact that fails verification while another backend passes."""
+    yield plan
+    if opts.backend not in (None, "auto"):
+        return
+    for name in plan.profile.compile.backends:
+        backend = get_backend(name)
+        if backend.name == plan.backend.name or plan.precision not in backend.precisions:
+            continue
+        try:
+            recipe = _recipe(opts, backend, plan.precision)
+        except EdgevitError:
+            continue  # recipe options this backend does not take: not a candidate
+        yield replace(plan, backend=backend, recipe=recipe)
+
+
 def _check_memory(model: PreparedModel, exported, plan: _Plan) -> tuple[MemoryEstimate, int]:
     """Weights + peak activations against the device's budget; too much is an error that says by how much."""
     memory = estimate_memory(model.deployed, exported, plan.precision)
@@ -277,20 +294,33 @@ def compile_model(opts: CompileOptions, progress: StageProgress | None = None) -
     with progress.stage("torch.export (static shape check)"):                   # 3. capture + memory budget
         exported = export_static(model.deployed, model.example, model.name)
     memory, budget = _check_memory(model, exported, plan)
-    preprocess = Preprocess.from_dict(model.preprocessing)                      # 4. quantize + lower
-    lowered, mixed, calibration, verification = _lower(opts, plan, model, exported, preprocess, progress)
-    with progress.stage(f"verifying in {plan.backend.name} runtime", total=len(verification)) as advance:
-        runner = plan.backend.load(lowered.data, threads=opts.threads)         # 5. verify the bytes
-        agreement = _verify(runner, model.reference, verification.inputs, batch=model.input_shape[0])
-        advance(len(verification))
-    failures = plan.thresholds.failures(agreement)
-    manifest = _manifest(opts, plan, model, lowered, mixed, calibration, verification, agreement, failures,
+    preprocess = Preprocess.from_dict(model.preprocessing)
+    fallen_back: list[dict] = []
+    for attempt in _attempts(opts, plan):                                       # 4. quantize + lower
+        lowered, mixed, calibration, verification = _lower(opts, attempt, model, exported, preprocess, progress)
+        with progress.stage(f"verifying in {attempt.backend.name} runtime", total=len(verification)) as advance:
+            runner = attempt.backend.load(lowered.data, threads=opts.threads)  # 5. verify the bytes
+            agreement = _verify(runner, model.reference, verification.inputs, batch=model.input_shape[0])
+            advance(len(verification))
+        failures = attempt.thresholds.failures(agreement)
+        if not failures:
+            break
+        fallen_back.append({"backend": attempt.backend.name, "failures": failures, **agreement.as_dict()})
+    manifest = _manifest(opts, attempt, model, lowered, mixed, calibration, verification, agreement, failures,
                          memory, budget, preprocess, started)
+    if fallen_back and not failures:  # --backend auto: the preferred backend failed, another passed
+        manifest["backend_choice"] = {
+            "requested": "auto", "preferred": plan.backend.name, "chosen": attempt.backend.name,
+            "failed": fallen_back,
+            "reason": f"{plan.backend.name} {plan.precision} failed verification; --backend auto takes the next "
+                      f"backend of the device that passes"}
     if failures:
+        tried = "".join(f"; {f['backend']}: {'; '.join(f['failures'])}" for f in fallen_back[:-1])
         raise VerificationError(
-            f"{model.name} for {plan.profile.name} ({plan.backend.name} {plan.precision}) failed verification on "
+            f"{model.name} for {plan.profile.name} ({attempt.backend.name} {plan.precision}) failed verification on "
             f"{agreement.samples} inputs: {'; '.join(failures)} (max abs error {agreement.max_abs_error:.4g}, "
-            f"top-1 agreement {agreement.top1_agreement:.0%}). Nothing was written. Calibrate on real "
+            f"top-1 agreement {agreement.top1_agreement:.0%})"
+            + (f" (tried before it{tried})" if tried else "") + ". Nothing was written. Calibrate on real "
             "images (--calib), try another precision, or relax --min-sqnr/--min-cosine.")
     out_dir = Path(opts.output_root) / f"{model.name.replace(':', '.')}-{plan.profile.name}"
     artifact = _write(out_dir, lowered, manifest)                               # 6. artifact + manifest

@@ -85,3 +85,21 @@ def _input_shape(artifact: Path) -> list[int]:
     import json
 
     return json.loads((Path(artifact).parent / "manifest.json").read_text())["inputs"][0]["shape"]
+
+
+@register_backend
+class NoisyTorchScriptBackend(TorchScriptBackend):
+    """A runtime with a numerical bug (its weights lose precision): its artifacts fail verification, which is
+    what ``--backend auto`` must not settle for while another backend of the device passes."""
+
+    name = "torchscript-noisy"
+
+    def lower(self, model: nn.Module, example: torch.Tensor, precision: str,
+              calibration: torch.Tensor | None, progress: StageProgress, recipe=None) -> LoweredArtifact:
+        import copy
+
+        broken = copy.deepcopy(model)
+        with torch.no_grad():
+            for p in broken.parameters():
+                p.copy_(p.to(torch.float16).to(torch.float32) * 1.05)  # a 5 % scale error everywhere
+        return super().lower(broken, example, precision, calibration, progress, recipe)
