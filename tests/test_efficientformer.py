@@ -59,6 +59,7 @@ def _enumerated_offsets(resolution: int, query_stride: int) -> torch.Tensor:
 
 
 @pytest.mark.parametrize("resolution,query_stride", [(7, 1), (14, 2), (4, 2)])
+@pytest.mark.unit
 def test_attention_bias_index_matches_first_appearance_numbering(resolution, query_stride):
     ours = attention_bias_index((resolution, resolution), query_stride)
     torch.testing.assert_close(ours, _enumerated_offsets(resolution, query_stride))
@@ -139,6 +140,7 @@ def _original_dict(pairs: dict[str, str], model: nn.Module) -> dict[str, torch.T
 
 @pytest.mark.parametrize("module,name,pairs", [(ef1, "efficientformer_l1", V1_PAIRS),
                                                 (ef2, "efficientformerv2_s0", V2_PAIRS)])
+@pytest.mark.unit
 def test_checkpoint_filter_maps_original_keys(module, name, pairs):
     model = create_model(name)
     original = _original_dict(pairs, model)
@@ -150,6 +152,7 @@ def test_checkpoint_filter_maps_original_keys(module, name, pairs):
         assert torch.equal(converted[ours].flatten(), original[orig].flatten()), ours
 
 
+@pytest.mark.unit
 def test_checkpoint_filter_v2_drops_stored_bias_index():
     model = create_model("efficientformerv2_s0")
     original = _original_dict(V2_PAIRS, model)
@@ -171,6 +174,7 @@ def test_checkpoint_filter_passes_timm_layout_through(module, name):
 # ---------------------------------------------------------------------------------------------------
 
 @pytest.mark.parametrize("name", ["efficientformer_l1", "efficientformerv2_s0"])
+@pytest.mark.unit
 def test_distillation_heads_average_in_eval_and_split_in_distilled_training(name):
     model = _randomize(create_model(name, img_size=SMALL, num_classes=10))
     with torch.no_grad():
@@ -211,6 +215,7 @@ def test_distillation_heads_average_in_eval_and_split_in_distilled_training(name
     ("efficientformerv2_s0", {"num_classes": 0}),  # no classifier: final BN becomes a 1x1 conv
     ("efficientformerv2_s0", {"distillation": False}),
 ])
+@pytest.mark.unit
 def test_deploy_matches_with_nontrivial_parameters(name, kwargs):
     kwargs = {"img_size": SMALL, **kwargs}
     model = _randomize(create_model(name, **kwargs)).eval()
@@ -230,6 +235,7 @@ def test_deploy_matches_with_nontrivial_parameters(name, kwargs):
         torch.testing.assert_close(deploy(fused)(x), fused(x))
 
 
+@pytest.mark.unit
 def test_local_global_query_fold_is_exact_for_odd_and_even_maps():
     query = ef2.LocalGlobalQuery(8, 16).eval()
     _randomize(query)
@@ -242,6 +248,8 @@ def test_local_global_query_fold_is_exact_for_odd_and_even_maps():
 
 
 @pytest.mark.parametrize("name", ["efficientformer_l1", "efficientformerv2_s0"])
+@pytest.mark.integration
+@pytest.mark.slow
 def test_deployed_export_has_no_gather_or_batchnorm(name):
     model = _randomize(create_model(name, img_size=SMALL)).eval()
     x = _image(batch=1)
@@ -257,7 +265,7 @@ def test_deployed_export_has_no_gather_or_batchnorm(name):
     # The judge of "delegatable" is XNNPACK's partitioner itself: one delegate, nothing left outside.
     from executorch.backends.xnnpack.partition.xnnpack_partitioner import XnnpackPartitioner
     from executorch.exir import to_edge_transform_and_lower
-    from edgevit.backends.executorch import summarize_ops
+    from edgevit.backends.executorch.lowering import summarize_ops
     summary = summarize_ops(to_edge_transform_and_lower(exported, partitioner=[XnnpackPartitioner()])
                             .exported_program())
     assert summary.delegate_calls == 1 and not summary.non_delegated, summary.as_dict()

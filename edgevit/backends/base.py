@@ -27,22 +27,22 @@ from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, ClassVar
-
-import torch
-from torch import nn
+from typing import TYPE_CHECKING, Any, ClassVar
 
 from ..errors import EdgevitError, UnknownNameError
 from ..progress import StageProgress
 
-if TYPE_CHECKING:
+if TYPE_CHECKING:  # the contract imports no runtime: `edgevit devices` lists backends without loading torch
+    import torch
+    from torch import nn
+
     from .cost import CostReplay
 
 __all__ = ["Backend", "DeviceRun", "LoweredArtifact", "NativeRunner", "OpSummary", "ParsedProfile", "Runner",
            "StageProgress", "get_backend", "list_backends", "register_backend",
            "PLUGIN_ENV"]
 
-Runner = Callable[[torch.Tensor], torch.Tensor]
+Runner = Callable[[Any], Any]  # torch.Tensor -> torch.Tensor
 PLUGIN_ENV = "EDGEVIT_BACKENDS"
 
 

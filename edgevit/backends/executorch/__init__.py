@@ -1,5 +1,5 @@
-"""ExecuTorch backend (XNNPACK delegate)."""
-from .backend import ExecuTorchBackend, summarize_ops
-from .runtime import load_program
+"""ExecuTorch backend (XNNPACK delegate): ``backend.py`` is the class; lowering, runtime, profiling (runner,
+ETDump, XNNPACK op mapping) and the cost replay each have their module."""
+from .backend import ExecuTorchBackend
 
-__all__ = ["ExecuTorchBackend", "summarize_ops", "load_program"]
+__all__ = ["ExecuTorchBackend"]

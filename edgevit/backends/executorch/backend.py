@@ -1,63 +1,13 @@
-"""ExecuTorch + XNNPACK: torch.export -> (PT2E int8) -> to_edge_transform_and_lower -> .pte."""
+"""ExecuTorch (XNNPACK delegate): the backend class. What each method needs is imported when it runs
+(``lowering``, ``runtime``, ``profiling``, ``cost``), so registering the backend loads no runtime."""
 from __future__ import annotations
 
-import tempfile
 from pathlib import Path
 
-import torch
-from torch import nn
-
-from ...quantization import QuantRecipe, quantize_static
-from ..base import Backend, DeviceRun, LoweredArtifact, OpSummary, ParsedProfile, StageProgress, register_backend
+from ..base import Backend, DeviceRun, LoweredArtifact, ParsedProfile, StageProgress, register_backend
 from . import profiling
-from .quantizer import xnnpack_int8_quantizer
-from .runtime import load_program
 
 __all__ = ["ExecuTorchBackend"]
-
-
-class _CastIO(nn.Module):
-    """Keep float32 inputs/outputs for an fp16 body, so callers never see half tensors."""
-
-    def __init__(self, body: nn.Module):
-        super().__init__()
-        self.body = body.half()
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.body(x.half()).float()
-
-
-def _op_name(target) -> str:
-    name = getattr(target, "__name__", str(target))
-    return name.replace(".default", "")
-
-
-def summarize_ops(edge_program) -> OpSummary:
-    """Count ops inside XNNPACK blobs and ops left to portable kernels in a lowered edge program."""
-    summary = OpSummary()
-    graph_module = edge_program.graph_module
-    for node in graph_module.graph.nodes:
-        if node.op != "call_function" or _op_name(node.target) == "getitem":
-            continue
-        if node.target is torch.ops.higher_order.executorch_call_delegate:
-            summary.delegate_calls += 1
-            lowered = getattr(graph_module, node.args[0].target)
-            summary.delegated.update(_op_name(n.target) for n in lowered.original_module.graph.nodes
-                                     if n.op == "call_function" and _op_name(n.target) != "getitem")
-        else:
-            summary.non_delegated[_op_name(node.target)] += 1
-    return summary
-
-
-def _etrecord_bytes(program) -> bytes:
-    """The ETRecord without the pre-lowering exported program: profiles need only the edge program's debug
-    handles and module stacks, and its fp32 weights made the file 5x the .pte (76 vs 12 MB for L1 int8)."""
-    etrecord = program.get_etrecord()
-    etrecord.exported_program = etrecord.export_graph_id = None
-    with tempfile.TemporaryDirectory() as tmp:
-        path = Path(tmp) / "etrecord.bin"
-        etrecord.save(str(path))
-        return path.read_bytes()
 
 
 @register_backend
@@ -70,47 +20,21 @@ class ExecuTorchBackend(Backend):
     wire_format = 1  # docs/serial-protocol.md: ArtifactFormat.PTE
     native_runner = profiling.EXECUTOR_RUNNER
 
-    def lower(self, model: nn.Module, example: torch.Tensor, precision: str,
-              calibration: torch.Tensor | None, progress: StageProgress,
-              recipe: QuantRecipe | None = None) -> LoweredArtifact:
-        from executorch.backends.xnnpack.partition.xnnpack_partitioner import XnnpackPartitioner
-        from executorch.exir import to_edge_transform_and_lower
+    def lower(self, model, example, precision: str, calibration, progress: StageProgress,
+              recipe=None) -> LoweredArtifact:
+        from .lowering import lower_to_pte
 
-        model.eval()  # (not `model = model.eval()`: a quantized GraphModule's eval() returns None)
-        if precision == "int8":
-            assert calibration is not None and len(calibration) > 0, "int8 needs calibration inputs"
-            recipe = recipe or QuantRecipe()
-            with progress.stage(f"calibrating (PT2E, {recipe.observer} observers)", total=len(calibration)) as advance:
-                model, steps = quantize_static(model, example, recipe, self.quantizer(recipe), calibration,
-                                               on_batch=advance)
-            quantization = {**recipe.describe(), "steps_ran": steps}
-        elif precision == "fp16":
-            model = _CastIO(model)
-        with progress.stage("torch.export"):
-            exported = torch.export.export(model, (example,))
-        with progress.stage("lowering to XNNPACK"):
-            # The ETRecord ties profile events (debug handles) back to model modules: `edgevit profile`.
-            edge = to_edge_transform_and_lower(exported, partitioner=[XnnpackPartitioner()],
-                                               generate_etrecord=True)
-            ops = summarize_ops(edge.exported_program())
-        with progress.stage("serializing .pte"):
-            program = edge.to_executorch()
-            data = program.buffer
-            etrecord = _etrecord_bytes(program)
-            plan = program.executorch_program.execution_plan[0]
-            # Memory the runtime plans for activations outside the delegate (bytes per arena).
-            planned = [int(b) for b in plan.non_const_buffer_sizes]
-        details = {"delegate": "XnnpackBackend", "planned_memory_bytes": planned,
-                   "quantization": quantization if precision == "int8" else
-                   {"fp16": "half-precision graph, float32 I/O"}.get(precision)}
-        return LoweredArtifact(data=data, suffix=self.suffix, ops=ops, details=details,
-                               sidecars={"etrecord.bin": etrecord})
+        return lower_to_pte(model, example, precision, calibration, progress, recipe, self.suffix)
 
-    def quantizer(self, recipe: QuantRecipe | None = None):
+    def quantizer(self, recipe=None):
         """The PT2E quantizer ``lower`` uses for int8 (sensitivity analysis reuses it)."""
+        from .quantizer import xnnpack_int8_quantizer
+
         return xnnpack_int8_quantizer(recipe)
 
     def load(self, artifact: bytes | Path, threads: int = 1):
+        from .runtime import load_program
+
         return load_program(artifact, threads)
 
     def versions(self) -> dict[str, str]:

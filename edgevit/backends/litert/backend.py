@@ -5,16 +5,17 @@ import re
 import warnings
 from importlib.metadata import version
 from pathlib import Path
-
-import torch
-from torch import nn
+from typing import TYPE_CHECKING
 
 from ...errors import EdgevitError, ExportError
 from .._native_log import capture_native_stderr
 from .._process import parse_result_line, run_python_module
 from ..base import Backend, DeviceRun, LoweredArtifact, ParsedProfile, StageProgress, register_backend
 from .quantizer import FLOAT_IN_INT8, dynamic_int8_recipe, float16_weights_recipe, static_int8_recipe
-from .runtime import delegation, io_quantization, load_model
+
+if TYPE_CHECKING:  # torch and the LiteRT runtime load when something is converted or run, not to register
+    import torch
+    from torch import nn
 
 __all__ = ["LiteRTBackend"]
 
@@ -73,6 +74,12 @@ def _quantize(q, calibration_result=None) -> bytes:
     return bytes(result.quantized_model)
 
 
+def _torch_threads() -> int:
+    import torch
+
+    return torch.get_num_threads()
+
+
 def _calibrate(q, float_model: bytes, calibration: torch.Tensor, advance) -> dict:
     """Min/max of every tensor over ``calibration`` (N, C, H, W), run one sample at a time in LiteRT."""
     from ai_edge_litert.interpreter import Interpreter
@@ -87,7 +94,7 @@ def _calibrate(q, float_model: bytes, calibration: torch.Tensor, advance) -> dic
         with capture_native_stderr(), warnings.catch_warnings():
             warnings.simplefilter("ignore")  # "preserve_all_tensors is for debugging": calibration needs it
             result = q.calibrate({key: chunk}, previous_calibration_result=result,
-                                 num_threads=max(1, torch.get_num_threads()))
+                                 num_threads=max(1, _torch_threads()))
         advance(len(chunk))
     return result
 
@@ -118,6 +125,8 @@ class LiteRTBackend(Backend):
             recipe = float16_weights_recipe() if precision == "fp16" else dynamic_int8_recipe()
             with progress.stage(f"quantizing (ai-edge-quantizer, {precision})"):
                 data = _quantize(_quantizer(data, recipe))
+        from .runtime import delegation, io_quantization
+
         with progress.stage("checking XNNPACK delegation"):
             ops, counts = delegation(data)
             io = io_quantization(data)
@@ -126,6 +135,8 @@ class LiteRTBackend(Backend):
         return LoweredArtifact(data=data, suffix=self.suffix, ops=ops, details=details)
 
     def load(self, artifact: bytes | Path, threads: int = 1):
+        from .runtime import load_model
+
         return load_model(artifact, threads)
 
     def versions(self) -> dict[str, str]:
