@@ -9,7 +9,18 @@ import sys
 import click
 
 from ..errors import EdgevitError
-from . import agent, bench, compile, estimate, eval, profile, qat, quant_report, zoo  # noqa: F401  (each registers its commands on the group)
+from . import (  # noqa: F401  (each registers its commands on the group)
+    agent,
+    bench,
+    compile,
+    dataset,
+    estimate,
+    eval,
+    profile,
+    qat,
+    quant_report,
+    zoo,
+)
 from ._group import cli
 from ._ui import err
 

@@ -2,6 +2,10 @@
 
 - :func:`digits`: scikit-learn's bundled handwritten digits (1,797 8x8 greyscale images, 10 classes),
   upsampled to the model's resolution. Real images of a real task; nothing is downloaded.
+- :func:`fashion_mnist`: Zalando's Fashion-MNIST (70,000 28x28 greyscale photos of clothes, 10 classes,
+  10,000 of them the test split), read from the original idx files that Debian's ``dataset-fashion-mnist``
+  package installs (``apt-get install dataset-fashion-mnist``; ``$EDGEVIT_FASHION_MNIST`` points elsewhere).
+  Harder than digits: a small CNN reaches ~90 % where digits gives ~99 %.
 - :func:`shapes`: a seeded, procedurally generated 10-class set (shapes over textured backgrounds),
   harder than digits, so quantization losses show.
 - :func:`write_labelled_folder` writes any such set as ``ROOT/CLASS/NNNNN.png``, the layout
@@ -10,6 +14,8 @@
 """
 from __future__ import annotations
 
+import gzip
+import os
 from pathlib import Path
 
 import numpy as np
@@ -17,7 +23,8 @@ from PIL import Image
 
 from ..errors import EdgevitError
 
-__all__ = ["digits", "shapes", "SHAPE_CLASSES", "write_labelled_folder", "split_indices"]
+__all__ = ["digits", "fashion_mnist", "FASHION_MNIST_CLASSES", "shapes", "SHAPE_CLASSES", "write_labelled_folder",
+           "split_indices"]
 
 
 def digits(size: int = 64) -> tuple[np.ndarray, np.ndarray, list[str]]:
@@ -31,6 +38,55 @@ def digits(size: int = 64) -> tuple[np.ndarray, np.ndarray, list[str]]:
     images = np.stack([np.asarray(Image.fromarray(im).resize((size, size), Image.Resampling.BILINEAR))
                        for im in small])
     return np.repeat(images[..., None], 3, axis=-1), bunch.target.astype(np.int64), [str(d) for d in range(10)]
+
+
+FASHION_MNIST_DIR = Path("/usr/share/datasets/fashion-mnist")  # Debian's dataset-fashion-mnist
+# Label order is the data set's; the index prefix keeps a labelled folder's sorted order equal to it.
+FASHION_MNIST_CLASSES = ["0_tshirt_top", "1_trouser", "2_pullover", "3_dress", "4_coat", "5_sandal", "6_shirt",
+                         "7_sneaker", "8_bag", "9_ankle_boot"]
+_IDX_FILES = {"train": ("train-images-idx3-ubyte.gz", "train-labels-idx1-ubyte.gz"),
+              "test": ("t10k-images-idx3-ubyte.gz", "t10k-labels-idx1-ubyte.gz")}
+
+
+def _read_idx(path: Path, dims: int) -> np.ndarray:
+    """An idx file (LeCun's format: magic 0x0000 08 <dims>, big-endian sizes, then uint8 data)."""
+    with gzip.open(path, "rb") as f:
+        data = f.read()
+    if len(data) < 4 + 4 * dims or data[:3] != b"\x00\x00\x08" or data[3] != dims:
+        raise EdgevitError(f"{path} is not a {dims}-D uint8 idx file (header {data[:4].hex()}); reinstall "
+                           "dataset-fashion-mnist.")
+    shape = tuple(int.from_bytes(data[4 + 4 * i:8 + 4 * i], "big") for i in range(dims))
+    body = np.frombuffer(data, dtype=np.uint8, offset=4 + 4 * dims)
+    if body.size != int(np.prod(shape)):
+        raise EdgevitError(f"{path} holds {body.size} bytes of data, its header says {shape}: the file is "
+                           "truncated; reinstall dataset-fashion-mnist.")
+    return body.reshape(shape)
+
+
+def fashion_mnist(split: str = "test", size: int = 64, limit: int | None = None,
+                  root: str | Path | None = None) -> tuple[np.ndarray, np.ndarray, list[str]]:
+    """(images uint8 (N, size, size, 3), labels int64 (N,), class names) of Fashion-MNIST's ``split``.
+
+    ``limit`` takes an evenly spread subset (every k-th image) before upsampling, so a small limit is cheap
+    and still covers every class. Images are upsampled bilinearly and repeated to 3 channels."""
+    if split not in _IDX_FILES:
+        raise EdgevitError(f"Fashion-MNIST has splits 'train' (60,000) and 'test' (10,000), not '{split}'.")
+    folder = Path(root or os.environ.get("EDGEVIT_FASHION_MNIST") or FASHION_MNIST_DIR)
+    paths = [folder / name for name in _IDX_FILES[split]]
+    missing = [p.name for p in paths if not p.is_file()]
+    if missing:
+        raise EdgevitError(f"Fashion-MNIST's {split} files ({', '.join(missing)}) are not in {folder}. Install "
+                           "them with `apt-get install dataset-fashion-mnist` (Debian/Ubuntu), or point "
+                           "$EDGEVIT_FASHION_MNIST at a folder holding the original idx .gz files.")
+    images, labels = _read_idx(paths[0], 3), _read_idx(paths[1], 1)
+    if len(images) != len(labels):
+        raise EdgevitError(f"{folder}: {len(images)} images but {len(labels)} labels; reinstall the package.")
+    if limit is not None and limit < len(images):
+        keep = np.linspace(0, len(images) - 1, num=max(1, limit)).round().astype(int)
+        images, labels = images[keep], labels[keep]
+    resized = np.stack([np.asarray(Image.fromarray(im).resize((size, size), Image.Resampling.BILINEAR))
+                        for im in images])
+    return np.repeat(resized[..., None], 3, axis=-1), labels.astype(np.int64), list(FASHION_MNIST_CLASSES)
 
 
 def split_indices(labels: np.ndarray, test_fraction: float = 0.25, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
