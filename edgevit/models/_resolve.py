@@ -91,9 +91,26 @@ def _user_model(ref: str, shape: tuple[int, ...] | None) -> ResolvedModel:
             raise EdgevitError(f"{ref}() returned {type(module).__name__}, not a torch.nn.Module.")
     else:
         raise EdgevitError(f"{ref} is neither an nn.Module nor a callable that builds one.")
+    return ResolvedModel(ref, "user", module.eval(), tuple(shape), None, _user_preprocessing(module, ref, shape))
+
+
+def _user_preprocessing(module: nn.Module, ref: str, shape: tuple[int, ...]) -> dict:
+    """The eval transform a user's module was trained with: its ``pretrained_cfg`` (timm's convention: mean,
+    std, crop_pct, interpolation), else ImageNet mean/std, no crop, bilinear."""
     pre = {"input_size": list(shape[1:]), "mean": list(IMAGENET_DEFAULT_MEAN),
            "std": list(IMAGENET_DEFAULT_STD), "crop_pct": 1.0, "interpolation": "bilinear"}
-    return ResolvedModel(ref, "user", module.eval(), tuple(shape), None, pre)
+    cfg = getattr(module, "pretrained_cfg", None)
+    if not isinstance(cfg, dict):
+        return pre
+    for key in ("mean", "std", "crop_pct", "interpolation"):
+        if cfg.get(key) is not None:
+            pre[key] = list(cfg[key]) if key in ("mean", "std") else cfg[key]
+    if len(pre["mean"]) != shape[1] or len(pre["std"]) != shape[1] or not 0 < float(pre["crop_pct"]) <= 1 \
+            or pre["interpolation"] not in ("bilinear", "bicubic", "nearest"):
+        raise EdgevitError(f"{ref}.pretrained_cfg does not describe a preprocessing edgevit can apply: mean/std "
+                           f"need {shape[1]} values, crop_pct (0, 1], interpolation bilinear|bicubic|nearest "
+                           f"(got {cfg}).")
+    return pre
 
 
 def resolve_model(ref: str, input_shape: tuple[int, ...] | None = None, num_classes: int | None = None,

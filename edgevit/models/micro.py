@@ -36,7 +36,7 @@ def efficientformerv2_micro(**kwargs) -> EfficientFormerV2:
 def tiny_vit_micro(img_size=None, **kwargs) -> TinyVit:
     del img_size  # window attention pads; nothing depends on the input size
     kwargs = {"num_classes": 10, **kwargs}
-    # Windows divide the 64-px stage maps (16/8/4/2), so int8 needs no padding (see README limitations).
+    # Windows divide the 64-px stage maps (16/8/4/2): no padding at its default size (other sizes pad).
     return TinyVit(embed_dims=(16, 32, 48, 64), depths=(1, 1, 2, 1), num_heads=(1, 2, 3, 4),
                    window_sizes=(4, 4, 4, 2), drop_path_rate=0.0, **kwargs)
 

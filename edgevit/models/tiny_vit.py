@@ -253,6 +253,7 @@ class TinyVitBlock(nn.Module):
         pad_b, pad_r = -H % ws, -W % ws
         if pad_b or pad_r:
             # Zero tokens fill the border windows and take part as keys, as in the reference model.
+            # int8: the XNNPACK quantizer gives this pad its input's qparams (backends/executorch/quantizer.py).
             x = F.pad(x, (0, 0, 0, pad_r, 0, pad_b))
         Hp, Wp = H + pad_b, W + pad_r
         nh, nw = Hp // ws, Wp // ws

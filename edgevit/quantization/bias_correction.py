@@ -29,6 +29,20 @@ def _is_quantized_weight(node: Node) -> bool:
     return isinstance(w, Node) and w.op == "call_function" and "dequantize" in str(w.target)
 
 
+def _same_output(module: nn.Module, gm: GraphModule, bias_target: str) -> bool:
+    """Whether the float module computes what the quantized node computes. PT2E folds a BatchNorm that
+    follows a conv into the conv's weight and bias (a user's module keeps its BatchNorms; the zoo's deploy
+    forms have none left): the float conv's output is then the BatchNorm's *input*, and correcting the
+    folded node towards it would shift every channel by the BatchNorm's affine. The graph shares the float
+    model's tensors, so an unfolded node's bias is the module's own bias tensor, value for value."""
+    own = getattr(module, "bias", None)
+    if own is None:
+        return False  # the node's bias was made by a fold
+    owner_name, _, attr = bias_target.rpartition(".")
+    theirs = getattr(gm.get_submodule(owner_name) if owner_name else gm, attr)
+    return own.shape == theirs.shape and torch.equal(own.detach(), theirs.detach())
+
+
 def _add_to_attr(gm: GraphModule, target: str, delta: torch.Tensor) -> None:
     """``gm.<target> += delta`` without writing through: the graph shares its tensors with the float
     model it was captured from, which must stay as it was."""
@@ -99,7 +113,8 @@ def correct_bias(quantized: GraphModule, reference: nn.Module, calibration: torc
     for name, node in weight_layers(quantized.graph).items():
         bias = node.args[2] if len(node.args) > 2 else None
         # '#k' names (several ops in one module) have no module to compare with
-        if name in modules and isinstance(bias, Node) and bias.op == "get_attr" and _is_quantized_weight(node):
+        if name in modules and isinstance(bias, Node) and bias.op == "get_attr" and _is_quantized_weight(node) \
+                and _same_output(modules[name], quantized, bias.target):
             layers[node] = (name, node.target == torch.ops.aten.linear.default)
     if not layers:
         return []
