@@ -18,6 +18,7 @@ from ._ui import out, print_json, progress_display
 @click.option("--epochs", default=3, show_default=True, type=click.IntRange(1), help="QAT epochs.")
 @click.option("--weights", type=click.Path(path_type=Path), help="Trained fp32 checkpoint to start from.")
 @click.option("--num-classes", type=click.IntRange(1), help="Classifier size, if the checkpoint's differs.")
+@click.option("--input-shape", help="Static input N,C,H,W (default: the model's; e.g. 1,3,64,64 for small images).")
 @click.option("--po2", is_flag=True, help="Power-of-two scales (fixed point), as FPGA flows want.")
 @click.option("--ptq-only", is_flag=True, help="Calibrate only, no QAT.")
 @click.option("--num-calib", default=32, show_default=True, type=click.IntRange(1),
@@ -30,14 +31,15 @@ from ._ui import out, print_json, progress_display
               type=click.Path(path_type=Path), help="Folder that receives MODEL-wNaM[-po2]/.")
 @click.option("--json", "as_json", is_flag=True, help="Print the manifest as JSON instead of a table.")
 def qat_cmd(model: str, bits: str, data: Path, epochs: int, weights: Path | None, num_classes: int | None,
-            po2: bool, ptq_only: bool, num_calib: int, lr: float, eval_dir: Path | None, output_root: Path,
-            as_json: bool) -> None:
+            input_shape: str | None, po2: bool, ptq_only: bool, num_calib: int, lr: float, eval_dir: Path | None,
+            output_root: Path, as_json: bool) -> None:
     """Quantize MODEL to low-bit integers with Brevitas (PTQ, then QAT) and export QONNX + QCDQ ONNX."""
     from ..compile.qat import QatOptions, build_qat_artifact
+    from ..models import parse_input_shape
 
     opts = QatOptions(model=model, bits=bits, data=data, epochs=epochs, weights=weights, po2=po2,
                       ptq_only=ptq_only, eval_dir=eval_dir, output_root=output_root, num_calib=num_calib,
-                      lr=lr, num_classes=num_classes)
+                      lr=lr, num_classes=num_classes, input_shape=parse_input_shape(input_shape))
     with progress_display(enabled=not as_json) as progress:
         result = build_qat_artifact(opts, progress)
     if as_json:

@@ -47,6 +47,7 @@ class QatOptions:
     num_calib: int = 32
     lr: float = 2e-4
     num_classes: int | None = None
+    input_shape: tuple[int, int, int, int] | None = None  # None: the zoo default (224x224 for full-size models)
 
 
 @dataclass
@@ -74,6 +75,18 @@ def _data(opts: QatOptions, preprocess: Preprocess, num_classes: int):
     return (train.inputs, train.labels), (evaluation.inputs, evaluation.labels), train, evaluation.source
 
 
+def _roundtrip_failure(name: str, v: dict) -> str:
+    t = v["tolerance"]
+    text = (f"{name.upper()} on {v['samples']} images (at least {t['min_samples']}): exported = "
+            f"{v['slope']:.5f} x Brevitas {v['intercept']:+.2g} (median image: "
+            f"slope {v['median_image_slope']:.5f}; limits |slope - 1| <= {t['slope']:.2g}, |offset| <= "
+            f"{t['offset']:.2g}; a wrong scale or zero point shows here), max |diff| {v['max_abs_diff']:.3g} "
+            f"(limit {t['loose']:.2g}), top-1 agreement {v['top1_agreement']:.1%} (limit {t['top1']:.0%})")
+    if v.get("same_quant_nodes_as_artifact") is False:
+        text += ", and the checked dynamic-batch twin's Quant nodes differ from the artifact's"
+    return text
+
+
 def _artifact_entry(name: str, data: bytes) -> dict:
     return {"file": name, "size_bytes": len(data), "sha256": hashlib.sha256(data).hexdigest()}
 
@@ -84,7 +97,7 @@ def build_qat_artifact(opts: QatOptions, progress=None) -> QatResult:
     if ":" in opts.model:
         raise EdgevitError(f"edgevit qat takes a zoo model name (see `edgevit models`), not '{opts.model}'.")
     ensure_writable_dir(opts.output_root)
-    model = prepare_model(opts.model, None, opts.num_classes, opts.weights)
+    model = prepare_model(opts.model, opts.input_shape, opts.num_classes, opts.weights)
     num_classes = model.num_classes
     preprocess = Preprocess.from_dict(model.preprocessing)
     train, evaluation, labelled, eval_source = _data(opts, preprocess, num_classes)
@@ -92,10 +105,7 @@ def build_qat_artifact(opts: QatOptions, progress=None) -> QatResult:
     settings = QatSettings(epochs=0 if opts.ptq_only else opts.epochs, lr=opts.lr, num_calib=opts.num_calib)
     stage = progress.stage if progress is not None else None
     result = lowbit_pipeline(model.deployed, spec, opts.po2, train, evaluation, settings, stage)
-    failed = [f"{k.upper()}: {v['within_tight']:.0%} of {v['samples']} images within {v['tolerance']['tight']:.2g}, "
-              f"max |diff| {v['max_abs_diff']:.3g} (limit {v['tolerance']['loose']:.2g}), "
-              f"top-1 agreement {v['top1_agreement']:.1%} (limit 99%)"
-              for k, v in result.roundtrip.items() if v["passed"] is False]
+    failed = [_roundtrip_failure(k, v) for k, v in result.roundtrip.items() if v["passed"] is False]
     if failed:
         raise VerificationError(f"The exported {spec.name} model does not match the Brevitas model it came from "
                                 f"({'; '.join(failed)}). Nothing was written.")
@@ -164,16 +174,20 @@ def render_report(m: dict) -> str:
               "qat": f"{q['bits']} QAT (Brevitas)", "qcdq_onnx": f"{q['bits']} model.qcdq.onnx (onnxruntime)"}
     lines += [f"| {labels[k]} | {v:.2f} |" for k, v in acc.items()]
     lines += ["", "## Exports re-executed against the Brevitas model", "",
-              ("Match: >= 90 % of images within the tight bound (float rounding), all within the loose one "
-               "(a rare one-step rounding flip). The optimized row is informative (integer kernels round "
-               "differently)."), "",
-              "| export | runtime | images | median / max abs diff | within tight | tight / loose | top-1 agree "
+              ("Match: no systematic difference (least-squares exported = a x Brevitas + b over all logits: "
+               "|a - 1| <= 2^-9 for it or for the median image's line, a one-step 8-bit scale error being 2^-7; "
+               "|b| <= 2^-9 of the largest logit), every image within the loose bound (5 % of the largest "
+               "logit at 8-bit activations, x 2 per bit below), top-1 the same on >= 98 %, judged on >= 32 "
+               "images. Float summation order differs between runtimes and flips values across rounding "
+               "boundaries, so a deep model's logits never match exactly; those flips scatter around zero, an "
+               "export error does not. The optimized row is informative (integer kernels round differently)."), "",
+              "| export | runtime | images | median / max abs diff | slope - 1 | offset | loose | top-1 agree "
               "| match |",
-              "|---|---|---:|---:|---:|---:|---:|---|"]
+              "|---|---|---:|---:|---:|---:|---:|---:|---|"]
     for k, r in m["roundtrip"].items():
         t = r["tolerance"]
         lines.append(f"| {k} | {r['runtime']} | {r['samples']} | {r['median_abs_diff']:.2g} / {r['max_abs_diff']:.2g} "
-                     f"| {r['within_tight']:.0%} | {t['tight']:.2g} / {t['loose']:.2g} | {r['top1_agreement']:.0%} "
+                     f"| {r['slope'] - 1:.2g} | {r['intercept']:.2g} | {t['loose']:.2g} | {r['top1_agreement']:.0%} "
                      f"| {'-' if r['passed'] is None else 'yes' if r['passed'] else 'no'} |")
     lines += ["", "## What is quantized", "", QUANTIZE_DECISIONS.split("\n\n", 1)[1].strip(), "",
               "## Layers", "", "| layer | type | weight bits | weight scale | input bits | input scale | po2 |",

@@ -15,11 +15,11 @@ import torch
 from torch import nn
 
 from ...training import evaluate_logits, topk_accuracy, train_classifier
-from .onnx_export import QcdqRunner, QonnxRunner, export_qcdq_bytes, export_qonnx_bytes
+from .onnx_export import QcdqRunner, QonnxRunner, export_qcdq_bytes, export_qonnx_bytes, quant_parameters
 from .quantize import calibrate, layer_settings, quantize_lowbit
 from .spec import LowBitSpec
 
-__all__ = ["LowBitResult", "QatSettings", "lowbit_pipeline", "roundtrip_tolerance"]
+__all__ = ["LowBitResult", "QatSettings", "lowbit_pipeline", "roundtrip_inputs", "roundtrip_tolerance"]
 
 
 @dataclass(frozen=True)
@@ -28,7 +28,7 @@ class QatSettings:
     lr: float = 2e-4                # fine-tuning from trained fp32 weights (5e-4 measured worse); scales learn too
     batch_size: int = 64
     num_calib: int = 32             # PTQ calibration images (the literature's size), from the training set
-    num_qonnx_check: int = 2        # qonnx's executor is ~1 s per image per 100 nodes: a few suffice
+    num_roundtrip: int = 64         # images the exports are judged on (eval first, then train: no labels needed)
     seed: int = 0
 
 
@@ -44,18 +44,42 @@ class LowBitResult:
     seconds: dict = field(default_factory=dict)
 
 
-def roundtrip_tolerance(reference: torch.Tensor) -> tuple[float, float]:
+MIN_ROUNDTRIP_IMAGES = 32
+MAX_SLOPE_ERROR = 2.0 ** -9     # a one-step scale error of an 8-bit grid is 2**-7: caught with 4x margin
+MAX_OFFSET = 2.0 ** -9          # x the largest logit (>= 1); one zero-point step of an 8-bit output is ~2**-7
+MIN_TOP1_AGREEMENT = 0.98       # at most 1 of 64 images
+
+
+def roundtrip_tolerance(reference: torch.Tensor, act_bits: int = 8) -> tuple[float, float]:
     """(tight, loose) allowed max |exported - Brevitas| per image, relative to the largest logit.
 
-    Both sides compute the same integer grid in float32, so most images match to float rounding (tight: 1e-4).
-    Summation order differs, though, and now and then moves a value across a rounding boundary, shifting one
-    activation by one integer step, which later layers carry to the logits; the deeper the model, the more
-    images see one (TinyViT micro W8A8 on 450 digits images: 8 % above tight, the worst at 2.5 % of the
-    largest logit, top-1 the same on all). So an export matches when the median image meets the tight bound (a
-    wrong scale, zero point or bit width moves every image), every image stays within 5 % of the largest logit
-    (loose), and the top-1 answers agree on >= 99 % of images."""
+    Both sides compute the same integer grid, but the float32 sums inside each conv/matmul run in another
+    order (onnxruntime's kernels vs PyTorch's: ~1e-6 apart). Where a sum lands within that of a rounding
+    boundary of the next quantizer, one activation moves by one integer step, and every later quantizer
+    turns the small change it causes into more such steps. On the micro variants most images see none
+    (tight: 1e-4 of the largest logit); on a full-size model at 224x224 every image does (shvit_s1 W4A8:
+    the first step at the 31st of 78 quantized layers, one activation of 21,952, after which the steps
+    multiply to ~30 % of the last block's activations; logits up to 4 % of the largest apart, median 1.7 %).
+    Those differences scatter around zero. What an export error does instead is systematic: a wrong scale
+    multiplies, a wrong zero point shifts. So an export matches (:func:`_compare`) when the least-squares
+    line exported = a * Brevitas + b over all logits has |a - 1| <= 2**-9 and |b| <= 2**-9 of the largest logit
+    (shvit_s1 at 224: a - 1 = 6e-4, b = 3e-4; the test's one-step scale error: a - 1 = 8e-3), no image is off
+    by more than loose, and top-1 agrees on >= 98 % of >= 32 images. Loose is 5 % of the largest logit at
+    8-bit activations, times 2**(8 - act_bits) below: one step of a 6-bit activation is 4 of an 8-bit one
+    (shvit_s1 W6A6 at 64x64: one image of 64 off by 6.5 %, the median one by 1e-7). Where one or two such
+    images tilt the line, the median of the per-image lines (10 logits each) still sits at 1: the slope
+    passes if either estimate is within 2**-9 (a one-step scale error moves both, on every image)."""
     scale = max(1.0, float(reference.abs().max()))
-    return 1e-4 * scale, 5e-2 * scale
+    return 1e-4 * scale, 5e-2 * 2.0 ** max(0, 8 - act_bits) * scale
+
+
+def _line_fit(out: torch.Tensor, ref: torch.Tensor) -> tuple[float, float]:
+    """Least squares out = a * ref + b over every logit of every image (float64)."""
+    r, o = ref.double().flatten(), out.double().flatten()
+    rc = r - r.mean()
+    denominator = float((rc * rc).sum())
+    a = float((rc * (o - o.mean())).sum()) / denominator if denominator > 0 else 1.0
+    return a, float(o.mean() - a * r.mean())
 
 
 @contextlib.contextmanager
@@ -72,16 +96,30 @@ def _calibration_subset(n_train: int, count: int, seed: int) -> torch.Tensor:
     return torch.randperm(n_train, generator=g)[:min(count, n_train)]
 
 
-def _compare(name: str, out: torch.Tensor, ref: torch.Tensor) -> dict:
+def _compare(name: str, out: torch.Tensor, ref: torch.Tensor, min_samples: int = 1, act_bits: int = 8) -> dict:
+    """The round-trip verdict of :func:`roundtrip_tolerance` (``min_samples``: fewer images never pass;
+    ``act_bits``: the narrowest activation width in the model)."""
     per_image = (out - ref).abs().amax(dim=1)
-    tight, loose = roundtrip_tolerance(ref)
-    within = float((per_image <= tight).float().mean())
+    tight, loose = roundtrip_tolerance(ref, act_bits)
+    slope, intercept = _line_fit(out, ref)
+    image_slope = float(torch.tensor([_line_fit(o, r)[0] for o, r in zip(out, ref)]).median())
+    slope_error = min(abs(slope - 1), abs(image_slope - 1))
+    agreement = float((out.argmax(1) == ref.argmax(1)).float().mean())
+    max_offset = MAX_OFFSET * max(1.0, float(ref.abs().max()))
     return {"runtime": name, "samples": int(ref.shape[0]), "max_abs_diff": float(per_image.max()),
-            "median_abs_diff": float(per_image.median()), "within_tight": within,
-            "tolerance": {"tight": tight, "loose": loose},
-            "top1_agreement": float((out.argmax(1) == ref.argmax(1)).float().mean()),
-            "passed": float(per_image.median()) <= tight and float(per_image.max()) <= loose
-            and float((out.argmax(1) == ref.argmax(1)).float().mean()) >= 0.99}
+            "median_abs_diff": float(per_image.median()), "within_tight": float((per_image <= tight).float().mean()),
+            "slope": slope, "median_image_slope": image_slope, "intercept": intercept,
+            "tolerance": {"tight": tight, "loose": loose, "slope": MAX_SLOPE_ERROR,
+                          "offset": max_offset, "top1": MIN_TOP1_AGREEMENT,
+                          "min_samples": min_samples},
+            "top1_agreement": agreement,
+            "passed": int(ref.shape[0]) >= min_samples and slope_error <= MAX_SLOPE_ERROR
+            and abs(intercept) <= max_offset and float(per_image.max()) <= loose and agreement >= MIN_TOP1_AGREEMENT}
+
+
+def roundtrip_inputs(x_eval: torch.Tensor, x_train: torch.Tensor, count: int) -> torch.Tensor:
+    """The images the exports are judged on: eval first, topped up from train (a round trip needs no labels)."""
+    return torch.cat([x_eval[:count], x_train[:max(0, count - len(x_eval))]])
 
 
 def lowbit_pipeline(deployed: nn.Module, spec: LowBitSpec, po2: bool,
@@ -115,24 +153,33 @@ def lowbit_pipeline(deployed: nn.Module, spec: LowBitSpec, po2: bool,
     with stage("export QONNX + QCDQ ONNX"):
         example = x_eval[:1]
         qonnx, qcdq = export_qonnx_bytes(qmodel, example), export_qcdq_bytes(qmodel, example)
+        # qonnx's executor costs ~25 ms per node whatever the batch: the check runs a dynamic-batch twin on
+        # all images in one pass, and the twin's Quant nodes must equal the artifact's, one for one.
+        qonnx_twin = export_qonnx_bytes(qmodel, example, dynamic_batch=True)
     seconds["export"] = time.perf_counter() - mark
 
     mark = time.perf_counter()
-    with stage(f"QCDQ in onnxruntime on {len(y_eval)} images (exact graph, then optimized)",
-               total=2 * len(y_eval)) as advance:
-        reference = evaluate_logits(qmodel, x_eval, batch_size=64)
-        exact = evaluate_logits(QcdqRunner(qcdq, optimize=False), x_eval, batch_size=64)
-        advance(len(y_eval))
+    x_check = roundtrip_inputs(x_eval, x_train, settings.num_roundtrip)
+    n_check, need = len(x_check), min(MIN_ROUNDTRIP_IMAGES, settings.num_roundtrip)
+    with stage(f"QCDQ in onnxruntime on {len(y_eval)} + {n_check} images (optimized, then exact graph)",
+               total=len(y_eval) + n_check) as advance:
         deployed_logits = evaluate_logits(QcdqRunner(qcdq), x_eval, batch_size=64)
         advance(len(y_eval))
+        reference = evaluate_logits(qmodel, x_check, batch_size=64)
+        exact = evaluate_logits(QcdqRunner(qcdq, optimize=False), x_check, batch_size=64)
+        advance(n_check)
     accuracy["qcdq_onnx"] = topk_accuracy(deployed_logits, y_eval, ks=(1,))["top1"]
-    n_check = min(settings.num_qonnx_check, len(x_eval))
     with stage(f"QONNX in qonnx's executor on {n_check} images"):
-        qonnx_logits = QonnxRunner(qonnx)(x_eval[:n_check])
+        qonnx_logits = QonnxRunner(qonnx_twin)(x_check)
     seconds["verify"] = time.perf_counter() - mark
-    roundtrip = {"qcdq": _compare("onnxruntime (no graph optimizations)", exact, reference),
-                 "qonnx": _compare("qonnx.core.onnx_exec", qonnx_logits, reference[:n_check]),
-                 "qcdq_optimized": {**_compare("onnxruntime (integer kernels)", deployed_logits, reference),
-                                    "passed": None}}  # informative: deploy-time rounding, not an export check
+    bits = spec.act_bits
+    qonnx_check = _compare("qonnx.core.onnx_exec (dynamic-batch twin)", qonnx_logits, reference, need, bits)
+    qonnx_check["same_quant_nodes_as_artifact"] = quant_parameters(qonnx) == quant_parameters(qonnx_twin)
+    qonnx_check["passed"] = qonnx_check["passed"] and qonnx_check["same_quant_nodes_as_artifact"]
+    k = min(len(x_eval), n_check)  # the optimized graph on the eval images among the checked ones
+    optimized = _compare("onnxruntime (integer kernels)", deployed_logits[:k], reference[:k], 1, bits)
+    roundtrip = {"qcdq": _compare("onnxruntime (no graph optimizations)", exact, reference, need, bits),
+                 "qonnx": qonnx_check,
+                 "qcdq_optimized": {**optimized, "passed": None}}  # informative: deploy-time rounding, not a check
     return LowBitResult(qmodel, qonnx, qcdq, accuracy, roundtrip, layer_settings(qmodel), losses,
                         {k: round(v, 1) for k, v in seconds.items()})
