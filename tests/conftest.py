@@ -39,13 +39,27 @@ _TIERS_BY_FILE = {
         "test_decoder_rejects_a_damaged_header_at_once_and_a_too_long_frame", "test_payload_layouts_are_checked",
         "test_bad_lines_are_clear_errors"}}),
     "test_backend_contract.py": ("integration", {"unit": {
-        "test_a_profile_naming_an_unregistered_backend_is_refused", "test_a_plugin_that_cannot_be_imported_is_a_clear_error"}}),
+        "test_a_profile_naming_an_unregistered_backend_is_refused",
+        "test_a_plugin_that_cannot_be_imported_is_a_clear_error"}}),
     "test_model_api.py": ("unit", {"integration": {"test_bridge_module_is_found_in_the_exported_deploy_form"}}),
 }
 _SLOW_BY_FILE = {
     "test_backend_contract.py": {"test_every_builtin_backend_lowers_loads_verifies_and_profiles",
                                  "test_a_backend_defined_in_tests_runs_every_command"},
 }
+
+
+@pytest.fixture(autouse=True)
+def _unit_tests_run_on_one_thread(request):
+    """Unit tests run small tensors: a second intra-op thread gains nothing there, and on a shared machine it made
+    `-m unit` (one process, two threads) ~10x slower (every op waits until both threads are scheduled)."""
+    if request.node.get_closest_marker("unit") is None:
+        yield
+        return
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
 
 
 @pytest.hookimpl(tryfirst=True)  # before `-m` deselects by marker

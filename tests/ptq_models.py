@@ -1,4 +1,5 @@
-"""A small digits classifier (99 % top-1 after 6 epochs, ~5 s) for the PTQ / mixed-precision / eval tests, trained once per session.
+"""A small digits classifier (99 % top-1 after 6 epochs, ~5 s) for the PTQ / mixed-precision / eval tests,
+trained once per session.
 
 ``DigitsNet`` is a conv stem and a two-layer MLP head (32x32 input, 10 classes). After training, hidden
 unit 0 of the head is turned into a constant "massive activation" (value 4000, ignored by ``fc2``), the
@@ -51,14 +52,16 @@ def build_digits_net_concat() -> nn.Module:
     return DigitsNet(concat=True)
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def trained_digits() -> dict:
     """Train once per test session; weights (plain and with the massive unit) and labelled folders in a
     temporary folder removed at exit."""
     import atexit
     import shutil
     import tempfile
+
     from safetensors.torch import save_file
+
     from edgevit.data import Preprocess, digits, split_indices, write_labelled_folder
     from edgevit.models import IMAGENET_DEFAULT_MEAN, IMAGENET_DEFAULT_STD
     from edgevit.training import train_classifier

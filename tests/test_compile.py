@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import json
+import re
 import subprocess
 from pathlib import Path
 
@@ -13,6 +14,7 @@ from edgevit.backends import get_backend
 from edgevit.cli import main
 from edgevit.compile import CompileOptions, compile_model
 from edgevit.compile.metrics import compare_outputs
+from edgevit.errors import VerificationError
 from edgevit.models import resolve_model
 
 TESTS = Path(__file__).parent
@@ -29,22 +31,32 @@ def _cli(capsys, *args) -> tuple[int, str, str]:
     return code, captured.out, captured.err
 
 
+def _error_text(err: str) -> str:
+    """The error paragraph the CLI printed (after any progress lines), on one line."""
+    return " ".join(err[err.index("error:"):].split()) if "error:" in err else ""
+
+
 def _no_artifacts(root: Path) -> bool:
     return not root.exists() or not any(root.rglob("*.pte")) and not any(root.rglob("manifest.json"))
 
 
+@pytest.mark.integration
+@pytest.mark.slow
 def test_efficientformerv2_fp32_is_exact_in_the_runtime(tmp_path):
     """Regression: XNNPACK once took V2's talking-head softmax over the wrong axis (17 dB in fp32).
 
     Only visible with weights where the attention branch matters, hence the synthetic weights."""
-    result = compile_model(CompileOptions(model="efficientformerv2_s0", device="host", backend="executorch", precision="fp32",
-                                          input_shape="1,3,128,128", num_verify=2, output_root=tmp_path))
+    result = compile_model(CompileOptions(model="efficientformerv2_s0", device="host", backend="executorch",
+                                          precision="fp32", input_shape="1,3,128,128", num_verify=2,
+                                          output_root=tmp_path))
     assert result.manifest["verification"]["sqnr_db"] > 60
 
 
-# Two families' micro variants at 64x64 (small, so CI stays fast; tests/test_models.py checks the full-size
-# variants' numerics against timm, test_litert.py lowers full-size ones).
+# Two families' micro variants at 64x64 (small, so CI stays fast; tests/test_model_conformance.py checks the
+# full-size variants' numerics against timm, test_litert.py lowers full-size ones).
 @pytest.mark.parametrize("name,precision", [("shvit_micro", "int8"), ("tiny_vit_micro", "fp32")])
+@pytest.mark.integration
+@pytest.mark.slow
 def test_zoo_model_end_to_end(tmp_path, name, precision):
     result = compile_model(CompileOptions(model=name, device="pixel8", precision=precision,
                                           input_shape="1,3,64,64", num_calib=8, num_verify=4, output_root=tmp_path))
@@ -76,15 +88,34 @@ def test_zoo_model_end_to_end(tmp_path, name, precision):
     assert compare_outputs(ref, out).cosine > 0.95
 
 
-def test_tiny_vit_int8_padding_limit_is_explained(tmp_path, capsys):
-    # tiny_vit_micro at 96 px: stage 3's 6x6 map pads to the 4x4 windows (the same limit as tiny_vit_5m_224).
-    code, out, err = _cli(capsys, "compile", "tiny_vit_micro", "-d", "host", "--backend", "executorch", "--input-shape", "1,3,96,96",
-                          "--num-calib", "2", "--num-verify", "1", "-o", str(tmp_path))
-    text = " ".join(err.split())
-    assert code == 2 and "StaticConstantPad" in text and "try --precision fp32/fp16" in text
-    assert list(tmp_path.iterdir()) == []
+@pytest.mark.integration
+@pytest.mark.slow
+def test_tiny_vit_int8_with_padded_windows_compiles_verifies_and_runs(tmp_path):
+    """int8 where the windows pad: one XNNPACK delegate, nothing outside, and the runtime takes it.
+
+    tiny_vit_micro at 96 px: stage 3's 6x6 map pads to its 4x4 windows and stage 4's 3x3 to 2x2 (the
+    same situation as tiny_vit_5m_224 at 64/96/160 px). XNNPACK once refused the quantized pad at init
+    (``Failed to create StaticConstantPad … xnn_status_invalid_parameter``); the quantizer now gives
+    the pad its input's qparams, the form XNNPACK runs in int8 (0 stays exactly 0)."""
+    result = compile_model(CompileOptions(model="tiny_vit_micro", device="host", backend="executorch",
+                                          precision="int8", input_shape="1,3,96,96", num_calib=4, num_verify=2,
+                                          output_root=tmp_path))
+    m = result.manifest
+    assert m["verification"]["passed"] and m["verification"]["sqnr_db"] > 25, m["verification"]
+    ops = m["ops"]
+    assert ops["delegate_calls"] == 1 and ops["non_delegated_ops"] == 0, ops
+    assert ops["delegated"].get("aten.constant_pad_nd", 0) >= 2, ops["delegated"]  # the padded stages
+    # Runs when loaded fresh, against the fp32 eager model on new inputs.
+    model = resolve_model("tiny_vit_micro", (1, 3, 96, 96)).module
+    run = get_backend("executorch").load(result.artifact)
+    x = torch.randn(2, 1, 3, 96, 96)
+    with torch.no_grad():
+        ref = torch.cat([model(xi) for xi in x])
+    out = torch.cat([run(xi) for xi in x])
+    assert compare_outputs(ref, out).cosine > 0.98
 
 
+@pytest.mark.integration
 def test_weights_are_used_and_hashed(tmp_path):
     from user_models import TinyConvNet
     trained = TinyConvNet().eval()
@@ -92,8 +123,8 @@ def test_weights_are_used_and_hashed(tmp_path):
         trained.head.weight.mul_(50)  # a head no fresh init would produce
     path = tmp_path / "ckpt.safetensors"
     save_file({k: v.contiguous() for k, v in trained.state_dict().items()}, str(path))
-    result = compile_model(CompileOptions(model="user_models:build_tiny", device="host", backend="executorch", precision="fp32",
-                                          weights=path, input_shape="1,3,32,32", num_verify=2,
+    result = compile_model(CompileOptions(model="user_models:build_tiny", device="host", backend="executorch",
+                                          precision="fp32", weights=path, input_shape="1,3,32,32", num_verify=2,
                                           output_root=tmp_path / "out"))
     import hashlib
     assert result.manifest["weights"] == {"source": str(path),
@@ -105,9 +136,10 @@ def test_weights_are_used_and_hashed(tmp_path):
 
 
 @pytest.mark.parametrize("precision", ["fp32", "fp16", "int8"])
+@pytest.mark.integration
 def test_user_module_every_precision(tmp_path, capsys, precision):
-    code, out, err = _cli(capsys, "compile", "user_models:build_tiny", "--device", "host", "--backend", "executorch", "--precision",
-                          precision, "--input-shape", "1,3,32,32", "-o", str(tmp_path), "--json")
+    code, out, err = _cli(capsys, "compile", "user_models:build_tiny", "--device", "host", "--backend", "executorch",
+                          "--precision", precision, "--input-shape", "1,3,32,32", "-o", str(tmp_path), "--json")
     assert code == 0, err
     manifest = json.loads(out)
     assert manifest["precision"] == precision and manifest["verification"]["passed"]
@@ -116,6 +148,7 @@ def test_user_module_every_precision(tmp_path, capsys, precision):
     assert sqnr > {"fp32": 60, "fp16": 30, "int8": 15}[precision]
 
 
+@pytest.mark.integration
 def test_calibration_folder_is_used_and_recorded(tmp_path, capsys):
     from test_data import make_images
     make_images(tmp_path / "calib", 12, size=(48, 40))
@@ -128,6 +161,7 @@ def test_calibration_folder_is_used_and_recorded(tmp_path, capsys):
     assert m["verification"]["source"] == str(tmp_path / "calib")  # the 4 images after the 8 used
 
 
+@pytest.mark.integration
 def test_recompile_replaces_previous_artifact(tmp_path):
     opts = CompileOptions(model="user_models:build_tiny", device="host", backend="executorch", precision="fp32",
                           input_shape="1,3,32,32", num_verify=2, output_root=tmp_path)
@@ -142,6 +176,7 @@ def test_recompile_replaces_previous_artifact(tmp_path):
 
 def _bad_profile_dir(tmp_path: Path) -> Path:
     import yaml
+
     from edgevit.devices import BUILTIN_PROFILE_DIR
     data = yaml.safe_load((BUILTIN_PROFILE_DIR / "rpi5.yaml").read_text())
     data["name"], data["compile"]["model_memory_mb"] = "tiny-mcu", 1
@@ -151,43 +186,48 @@ def _bad_profile_dir(tmp_path: Path) -> Path:
     return folder
 
 
+# case: (arguments, what the message must name). Only the names, paths and numbers the user must see are
+# checked, not the wording around them.
 BAD_INPUTS = {
     "unknown model": (["compile", "efficientformer_l2", "-d", "pixel8"],
-                      ["Unknown model 'efficientformer_l2'", "efficientformer_l1"]),
-    "unknown device": (["compile", "shvit_s1", "-d", "pixel-8"], ["Unknown device 'pixel-8'", "pixel8"]),
-    "missing weights": (["compile", "shvit_s1", "-d", "host", "--weights", "{tmp}/none.pth"],
-                        ["{tmp}/none.pth does not exist"]),
+                      ["'efficientformer_l2'", "efficientformer_l1"]),  # the wrong name and a close one
+    "unknown device": (["compile", "shvit_s1", "-d", "pixel-8"], ["'pixel-8'", "pixel8"]),
+    "missing weights": (["compile", "shvit_s1", "-d", "host", "--weights", "{tmp}/none.pth"], ["{tmp}/none.pth"]),
     "corrupt weights": (["compile", "shvit_s1", "-d", "host", "--weights", "{tmp}/corrupt.safetensors"],
-                        ["{tmp}/corrupt.safetensors could not be read"]),
+                        ["{tmp}/corrupt.safetensors"]),
     "mismatched weights": (["compile", "shvit_s1", "-d", "host", "--weights", "{tmp}/tiny.pth"],
-                           ["{tmp}/tiny.pth does not match SHViT", "missing: ", "unexpected: features.0.weight"]),
-    "calib missing": (["compile", "shvit_s1", "-d", "host", "--calib", "{tmp}/nowhere"],
-                      ["{tmp}/nowhere does not exist"]),
-    "calib empty": (["compile", "shvit_s1", "-d", "host", "--calib", "{tmp}/empty"],
-                    ["{tmp}/empty contains no images"]),
+                           # the file, the model, a missing key, an unexpected key
+                           ["{tmp}/tiny.pth", "SHViT", "patch_embed.0.c.weight", "features.0.weight"]),
+    "calib missing": (["compile", "shvit_s1", "-d", "host", "--calib", "{tmp}/nowhere"], ["{tmp}/nowhere"]),
+    "calib empty": (["compile", "shvit_s1", "-d", "host", "--calib", "{tmp}/empty"], ["{tmp}/empty"]),
     "shape not divisible": (["compile", "shvit_s1", "-d", "host", "--input-shape", "1,3,100,100"],
-                            ["divisible by 32", "100x100"]),
-    "bad shape text": (["compile", "shvit_s1", "-d", "host", "--input-shape", "1,3,64"], ["N,C,H,W"]),
-    "user module needs shape": (["compile", "user_models:build_tiny", "-d", "host"], ["needs --input-shape"]),
+                            ["32", "100x100"]),
+    "bad shape text": (["compile", "shvit_s1", "-d", "host", "--input-shape", "1,3,64"], ["'1,3,64'", "N,C,H,W"]),
+    "user module needs shape": (["compile", "user_models:build_tiny", "-d", "host"], ["--input-shape"]),
     "user module not importable": (["compile", "no_such_pkg.models:net", "-d", "host", "--input-shape",
-                                    "1,3,32,32"], ["Cannot import module 'no_such_pkg.models'"]),
+                                    "1,3,32,32"], ["'no_such_pkg.models'"]),
     "user builder returns junk": (["compile", "user_models:build_not_a_module", "-d", "host", "--input-shape",
-                                   "1,3,32,32"], ["returned int, not a torch.nn.Module"]),
+                                   "1,3,32,32"], ["user_models:build_not_a_module", re.compile(r"\bint\b"),
+                                                  "torch.nn.Module"]),  # what it returned, what it must
     "user module fails export": (["compile", "user_models:build_data_dependent", "-d", "host",
-                                  "--input-shape", "1,3,32,32"],
-                                 ["torch.export cannot capture", "in module body.1 (Gate)", "user_models.py:"]),
+                                  "--input-shape", "1,3,32,32"], ["body.1 (Gate)", "user_models.py:"]),
     "backend device lacks": (["compile", "shvit_s1", "-d", "iphone15-pro", "--backend", "litert"],
-                             ["does not run backend 'litert'", "executorch"]),
+                             ["'iphone15-pro'", "'litert'", "executorch"]),  # and the backend it does run
     "too big for device": (["compile", "user_models:build_tiny", "-d", "tiny-mcu", "--profiles", "{tmp}/profiles",
-                            "--input-shape", "1,3,256,256"], ["allows 1 MB", "too much"]),
+                            "--input-shape", "1,3,256,256"], ["'tiny-mcu'", "1 MB", "101%"]),  # budget, excess
     # Under a regular file: no one, root included, can create a folder there.
     "output not writable": (["compile", "user_models:build_tiny", "-d", "host", "--precision", "fp32",
-                             "--input-shape", "1,3,32,32", "-o", "{tmp}/a-file/sub"],
-                            ["Cannot create output folder {tmp}/a-file/sub"]),
+                             "--input-shape", "1,3,32,32", "-o", "{tmp}/a-file/sub"], ["{tmp}/a-file/sub"]),
 }
+# These two get as far as torch.export (the capture that fails; the memory walk over the exported graph).
+_EXPORTING = {"user module fails export", "too big for device"}
 
 
-@pytest.mark.parametrize("case", list(BAD_INPUTS))
+def _case(case: str):
+    return pytest.param(case, marks=pytest.mark.integration if case in _EXPORTING else pytest.mark.unit)
+
+
+@pytest.mark.parametrize("case", [_case(case) for case in BAD_INPUTS])
 def test_bad_input_is_one_clear_paragraph(tmp_path, capsys, case):
     (tmp_path / "corrupt.safetensors").write_bytes(b"\x00" * 64)
     (tmp_path / "empty").mkdir()
@@ -203,21 +243,27 @@ def test_bad_input_is_one_clear_paragraph(tmp_path, capsys, case):
     assert code == 2, (out, err)
     # Progress lines may come first; then exactly one error paragraph, and no traceback anywhere.
     assert "Traceback" not in err and err.count("error:") == 1
-    text = " ".join(err[err.index("error:"):].split())
+    text = _error_text(err)
     for fragment in expected:
-        assert fragment.replace("{tmp}", str(tmp_path)) in text, text
+        if isinstance(fragment, re.Pattern):
+            assert fragment.search(text), (fragment.pattern, text)
+        else:
+            assert fragment.replace("{tmp}", str(tmp_path)) in text, (fragment, text)
     assert _no_artifacts(tmp_path / "out")
 
 
-def test_failed_verification_writes_nothing(tmp_path, capsys):
-    code, out, err = _cli(capsys, "compile", "user_models:build_tiny", "-d", "host", "--input-shape", "1,3,32,32",
-                          "--min-sqnr", "200", "-o", str(tmp_path))
-    assert code == 2 and "failed verification" in err and "Nothing was written" in " ".join(err.split())
+@pytest.mark.integration
+def test_failed_verification_writes_nothing(tmp_path):
+    with pytest.raises(VerificationError) as e:
+        compile_model(CompileOptions(model="user_models:build_tiny", device="host", backend="executorch",
+                                     input_shape="1,3,32,32", min_sqnr=200, output_root=tmp_path))
+    assert "200" in str(e.value)  # the threshold it missed, next to the SQNR it reached
     assert list(tmp_path.iterdir()) == []
 
 
+@pytest.mark.integration
 def test_console_script_runs(tmp_path):
     """The installed `edgevit` entry point, as a user types it (a real process)."""
     proc = subprocess.run(["edgevit", "compile", "nope", "--device", "pixel8"], capture_output=True, text=True,
                           timeout=120)
-    assert proc.returncode == 2 and "Unknown model 'nope'" in proc.stderr and "Traceback" not in proc.stderr
+    assert proc.returncode == 2 and "'nope'" in proc.stderr and "Traceback" not in proc.stderr

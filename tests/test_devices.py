@@ -7,6 +7,8 @@ import yaml
 from edgevit.devices import BUILTIN_PROFILE_DIR, ProfileError, get_device, list_devices, load_profiles
 from edgevit.errors import UnknownNameError
 
+pytestmark = pytest.mark.unit
+
 EXPECTED = {"pixel8", "galaxy-s24", "iphone15-pro", "rpi5", "jetson-orin-nano", "host"}
 
 
@@ -54,8 +56,10 @@ def test_preferred_backend_must_be_supported(tmp_path):
     data = _copy_profile(tmp_path, compile__preferred_backend="litert", compile__backends=["executorch"])
     data["name"] = "odd"
     (tmp_path / "odd.yaml").write_text(yaml.safe_dump(data))
-    with pytest.raises(ProfileError, match="preferred_backend 'litert' is not in backends"):
+    with pytest.raises(ProfileError) as e:
         load_profiles([tmp_path])
+    assert str(tmp_path / "odd.yaml") in str(e.value)
+    assert "preferred_backend" in str(e.value) and "'litert'" in str(e.value)
 
 
 def test_user_profile_dir_adds_a_device(tmp_path):
@@ -68,12 +72,13 @@ def test_user_profile_dir_adds_a_device(tmp_path):
 
 def test_file_name_and_profile_name_must_agree(tmp_path):
     shutil.copy(BUILTIN_PROFILE_DIR / "rpi5.yaml", tmp_path / "rpi6.yaml")
-    with pytest.raises(ProfileError, match="'name' is 'rpi5'.*'rpi6.yaml'"):
+    with pytest.raises(ProfileError) as e:
         load_profiles([tmp_path])
+    assert "'rpi5'" in str(e.value) and "rpi6.yaml" in str(e.value)  # the name inside, the file's name
 
 
 def test_unknown_device_suggests_close_names():
     with pytest.raises(UnknownNameError) as e:
         get_device("pixel-8")
-    assert e.value.close[0] == "pixel8"
-    assert "pixel8" in str(e.value)
+    assert e.value.name == "pixel-8" and e.value.close[0] == "pixel8"
+    assert "'pixel-8'" in str(e.value) and "pixel8" in str(e.value)

@@ -1,7 +1,9 @@
 """EfficientFormer / EfficientFormerV2 specifics: original-checkpoint conversion, distillation heads,
 deploy-time folds with non-trivial parameters, and a gather-free exported graph.
 
-Small ``img_size`` models keep these fast; the timm comparisons at 224 live in test_models.py.
+Small ``img_size`` models keep these fast. What every family must pass (timm keys and logits, the deploy form
+of every variant, the export graph, the meta-device forward, the checkpoint filter on timm's layout) is in
+test_model_conformance.py.
 """
 from __future__ import annotations
 
@@ -160,15 +162,6 @@ def test_checkpoint_filter_v2_drops_stored_bias_index():
     assert "attention_bias_idxs" not in " ".join(ef2.checkpoint_filter_fn(original, model))
 
 
-@pytest.mark.parametrize("module,name", [(ef1, "efficientformer_l1"), (ef2, "efficientformerv2_s0")])
-def test_checkpoint_filter_passes_timm_layout_through(module, name):
-    model = create_model(name, img_size=SMALL)
-    state = model.state_dict()
-    converted = module.checkpoint_filter_fn(state, model)
-    assert converted.keys() == state.keys()
-    model.load_state_dict(converted, strict=True)
-
-
 # ---------------------------------------------------------------------------------------------------
 # Distillation heads
 # ---------------------------------------------------------------------------------------------------
@@ -207,10 +200,8 @@ def test_distillation_heads_average_in_eval_and_split_in_distilled_training(name
 # Deploy form
 # ---------------------------------------------------------------------------------------------------
 
+# The default configurations (l1, l3, l7 with its all-attention last stage, s0...) are in test_model_conformance.py.
 @pytest.mark.parametrize("name,kwargs", [
-    ("efficientformer_l1", {}),
-    ("efficientformer_l7", {}),  # whole last stage is attention: flatten at block 0
-    ("efficientformerv2_s0", {}),
     ("efficientformerv2_s0", {"img_size": (64, 96)}),  # non-square grids and bias tables
     ("efficientformerv2_s0", {"num_classes": 0}),  # no classifier: final BN becomes a 1x1 conv
     ("efficientformerv2_s0", {"distillation": False}),
@@ -225,12 +216,7 @@ def test_deploy_matches_with_nontrivial_parameters(name, kwargs):
     with torch.no_grad():
         torch.testing.assert_close(fused(x), model(x), rtol=1e-4, atol=1e-4)
     assert not any(isinstance(m, (nn.modules.batchnorm._BatchNorm, nn.Dropout)) for m in fused.modules())
-    leftovers = [n for n, _ in fused.named_parameters() if n.endswith(("attention_biases", ".gamma"))]
-    if name.startswith("efficientformerv2"):
-        assert not leftovers
-    else:  # only the pooling mixers' layer scales remain (no weights before them to fold into)
-        assert all(n.endswith("ls1.gamma") and ".blocks." in n for n in leftovers)
-        assert not any(n.endswith("attention_biases") for n in leftovers)
+    assert not [n for n, _ in fused.named_parameters() if n.endswith(("attention_biases", ".gamma"))]
     with torch.no_grad():  # deploying a deployed model changes nothing
         torch.testing.assert_close(deploy(fused)(x), fused(x))
 
@@ -265,14 +251,8 @@ def test_deployed_export_has_no_gather_or_batchnorm(name):
     # The judge of "delegatable" is XNNPACK's partitioner itself: one delegate, nothing left outside.
     from executorch.backends.xnnpack.partition.xnnpack_partitioner import XnnpackPartitioner
     from executorch.exir import to_edge_transform_and_lower
+
     from edgevit.backends.executorch.lowering import summarize_ops
     summary = summarize_ops(to_edge_transform_and_lower(exported, partitioner=[XnnpackPartitioner()])
                             .exported_program())
     assert summary.delegate_calls == 1 and not summary.non_delegated, summary.as_dict()
-
-
-def test_meta_device_forward():
-    # Complexity counting runs the training form on the meta device.
-    with torch.device("meta"):
-        for name in ("efficientformer_l1", "efficientformerv2_s0"):
-            assert create_model(name).eval()(torch.empty(1, 3, 224, 224)).shape == (1, 1000)

@@ -44,13 +44,16 @@ def test_cli_writes_folders_that_eval_and_calib_read(tmp_path, capsys):
 
 def test_missing_or_damaged_files_are_a_clear_error(tmp_path, monkeypatch):
     monkeypatch.setenv("EDGEVIT_FASHION_MNIST", str(tmp_path))
-    with pytest.raises(EdgevitError, match="apt-get install dataset-fashion-mnist"):
+    with pytest.raises(EdgevitError) as e:
         fashion_mnist("test")
+    assert str(tmp_path) in str(e.value) and "dataset-fashion-mnist" in str(e.value)  # where it looked, the package
     with gzip.open(tmp_path / "t10k-images-idx3-ubyte.gz", "wb") as f:  # header says 3 images, holds 2
         f.write(b"\x00\x00\x08\x03" + (3).to_bytes(4, "big") + (2).to_bytes(4, "big") * 2 + bytes(8))
     with gzip.open(tmp_path / "t10k-labels-idx1-ubyte.gz", "wb") as f:
         f.write(b"\x00\x00\x08\x01" + (3).to_bytes(4, "big") + bytes(3))
-    with pytest.raises(EdgevitError, match="truncated"):
+    with pytest.raises(EdgevitError) as e:
         fashion_mnist("test")
-    with pytest.raises(EdgevitError, match="splits 'train'"):
+    assert "t10k-images-idx3-ubyte.gz" in str(e.value)  # the damaged file
+    with pytest.raises(EdgevitError) as e:
         fashion_mnist("val")
+    assert "'val'" in str(e.value) and "'train'" in str(e.value) and "'test'" in str(e.value)

@@ -3,14 +3,26 @@ from __future__ import annotations
 
 import pytest
 import torch
+from test_shvit import _to_original_layout  # timm layout -> ysj9909/SHViT layout
 
 import edgevit.models as models
 from edgevit.errors import CheckpointError, EdgevitError, UnknownNameError
-from edgevit.models import (SYNTHETIC_WEIGHTS_NOTE, FamilySpec, apply_synthetic_weights, create_model, deploy,
-                            get_family_spec, get_model_spec, is_deployed, list_families, list_models,
-                            load_weights, prepare_model, register_model)
+from edgevit.models import (
+    SYNTHETIC_WEIGHTS_NOTE,
+    FamilySpec,
+    apply_synthetic_weights,
+    create_model,
+    deploy,
+    get_family_spec,
+    get_model_spec,
+    is_deployed,
+    list_families,
+    list_models,
+    load_weights,
+    prepare_model,
+    register_model,
+)
 from edgevit.quantization import QuantRecipe
-from test_shvit import _to_original_layout  # timm layout -> ysj9909/SHViT layout
 
 MICRO = {get_model_spec(n).family: n for n in list_models() if n.endswith("_micro")}
 

@@ -2,18 +2,19 @@
 from __future__ import annotations
 
 import json
+import re
 import statistics
 from pathlib import Path
 
 import pytest
 
+from edgevit.backends.executorch.etdump import parse_etdump
+from edgevit.backends.executorch.runner import run_pte
 from edgevit.cli import main
 from edgevit.compile import CompileOptions, compile_model
 from edgevit.errors import EdgevitError
-from edgevit.backends.executorch.etdump import parse_etdump
 from edgevit.profiling.profile import ProfileOptions, check_device, profile_artifact
 from edgevit.profiling.report import write_profile
-from edgevit.backends.executorch.runner import run_pte
 
 TESTS = Path(__file__).parent
 SHAPE = "1,3,256,256"  # big enough that XNNPACK's whole-microsecond op times add up to the execution time
@@ -46,6 +47,8 @@ def _profile(folder: Path) -> dict:
 
 
 @pytest.mark.parametrize("key", ["executorch-fp32", "executorch-int8"])
+@pytest.mark.integration
+@pytest.mark.slow
 def test_pte_profile_has_real_per_op_numbers(artifacts, key):
     folder = artifacts[key]
     assert (folder / "etrecord.bin").stat().st_size > 0  # written at compile time, next to model.pte
@@ -77,6 +80,8 @@ def test_pte_profile_has_real_per_op_numbers(artifacts, key):
     assert files["png"].read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 
 
+@pytest.mark.integration
+@pytest.mark.slow
 def test_tflite_profile_per_op_times_from_prefixes(artifacts):
     r = _profile(artifacts["litert-int8"])
     assert r["wall_ms"]["runs"] == 8 and r["timing_source"].startswith("wall clock")
@@ -90,6 +95,8 @@ def test_tflite_profile_per_op_times_from_prefixes(artifacts):
     assert r["load_ms"] > 0 and r["peak_memory_bytes"] > 0 and Path(r["files"]["png"]).is_file()
 
 
+@pytest.mark.integration
+@pytest.mark.slow
 def test_profiles_are_never_overwritten(artifacts, tmp_path):
     """Two profiles in the same second: the second gets -2; the first file is untouched."""
     folder = tmp_path / "profiles"
@@ -105,35 +112,42 @@ def test_profiles_are_never_overwritten(artifacts, tmp_path):
         f"host-20270115T080000Z{s}.{e}" for s in ("", "-2") for e in ("json", "md", "png"))
 
 
+@pytest.mark.integration
+@pytest.mark.slow
 def test_corrupt_or_empty_etdump_is_a_clear_error(artifacts):
     run = run_pte((artifacts["executorch-fp32"] / "model.pte").read_bytes(), runs=2, warmup=0, threads=1)
     good = parse_etdump(run.etdump)
     assert len(good.times_ms) == 2 and statistics.median(good.times_ms) > 0
-    for data, says in ((b"", "empty"), (b"not an etdump at all", "not an ETDump"),
-                       (run.etdump[: len(run.etdump) // 3], "corrupt")):
-        with pytest.raises(EdgevitError, match=says) as info:
+    for data in (b"", b"not an etdump at all", run.etdump[: len(run.etdump) // 3]):  # empty, junk, truncated
+        with pytest.raises(EdgevitError) as info:
             parse_etdump(data, source="phone.etdump")
-        assert "phone.etdump" in str(info.value) and "again" in str(info.value)
-    with pytest.raises(EdgevitError, match="warm-up"):
+        assert "phone.etdump" in str(info.value) and "\n" not in str(info.value)
+    with pytest.raises(EdgevitError) as info:
         parse_etdump(run.etdump, warmup=2)  # nothing left to time
+    assert re.search(r"\b2\b", str(info.value)) and "--warmup" in str(info.value)  # executions held, warm-up asked
 
 
+@pytest.mark.unit
 def test_not_an_artifact_folder(tmp_path, capsys):
     (tmp_path / "model.pte").write_bytes(b"x")
     assert main(["profile", str(tmp_path), "--via", "local"]) == 2
-    assert "no manifest.json" in capsys.readouterr().err
+    err = " ".join(capsys.readouterr().err.split())
+    assert str(tmp_path) in err and "manifest.json" in err  # the folder, and the file it lacks
     assert sorted(p.name for p in tmp_path.iterdir()) == ["model.pte"]  # nothing written
     assert main(["profile", str(tmp_path / "missing")]) == 2
-    assert "is not a folder" in capsys.readouterr().err
+    assert str(tmp_path / "missing") in " ".join(capsys.readouterr().err.split())
 
 
+@pytest.mark.unit
 def test_artifact_for_another_device():
     manifest = {"device": {"name": "pixel8", "display_name": "Google Pixel 8"}}
     assert check_device(manifest, {}, force=False) is None  # this machine says nothing: allowed
     assert check_device(manifest, {"model": "Pixel 8"}, force=False) is None
     assert check_device(manifest, {"profile": "pixel8"}, force=False) is None
-    with pytest.raises(EdgevitError, match="compiled for 'pixel8'.*'rpi5'.*--force"):
+    with pytest.raises(EdgevitError) as e:
         check_device(manifest, {"profile": "rpi5"}, force=False)
-    with pytest.raises(EdgevitError, match="'SM-S921B'"):
+    assert "'pixel8'" in str(e.value) and "'rpi5'" in str(e.value) and "--force" in str(e.value)
+    with pytest.raises(EdgevitError) as e:
         check_device(manifest, {"model": "SM-S921B"}, force=False)
+    assert "'SM-S921B'" in str(e.value)
     assert "anyway" in check_device(manifest, {"profile": "rpi5"}, force=True)

@@ -8,6 +8,7 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import re
 import shutil
 import socket
 import subprocess
@@ -17,12 +18,12 @@ import time
 from pathlib import Path
 
 import pytest
+from emulators.adbd import A_VERSION_MIN, EmulatedAdbDevice
 
 from edgevit.cli import main
 from edgevit.compile import CompileOptions, compile_model
 from edgevit.links.adb import AdbClient, AdbError
 from edgevit.profiling.via.adb import big_cores
-from emulators.adbd import A_VERSION_MIN, EmulatedAdbDevice
 
 # CI installs the client (.ci/run), so there a missing adb is a failure, not a skip.
 pytestmark = pytest.mark.skipif(shutil.which("adb") is None and not os.environ.get("CI"),
@@ -84,6 +85,7 @@ def _cli(capsys, *args) -> tuple[int, str, str]:
     return code, captured.out, " ".join(captured.err.split())
 
 
+@pytest.mark.emulated
 def test_profile_over_adb_end_to_end(phone, artifact, runner_script, capsys):
     code, out, err = _cli(capsys, "profile", str(artifact), "--via", "adb", "--serial-id", phone.address,
                           "--runner", str(runner_script), "--runs", "4", "--warmup", "1", "--json")
@@ -113,22 +115,26 @@ def test_profile_over_adb_end_to_end(phone, artifact, runner_script, capsys):
     assert sorted(p.name for p in phone.host_path("/data/local/tmp/edgevit").iterdir()) == ["executor_runner"]
 
 
+@pytest.mark.emulated
 def test_shell_returns_the_exit_status(phone):
     client = AdbClient(phone.address)
     result = client.shell("echo to-stdout; echo to-stderr >&2; (exit 3)")
     assert result.returncode == 3 and result.output.split() == ["to-stdout", "to-stderr"]
 
 
+@pytest.mark.emulated
 def test_a_hanging_command_times_out_and_stops_on_the_device(phone):
     client = AdbClient(phone.address, timeout=1.5)
-    with pytest.raises(AdbError, match="took longer than 2 s"):
+    with pytest.raises(AdbError) as e:
         client.shell("sleep 60")
+    assert re.search(r"\b2 s\b", str(e.value))  # the time it gave the command (1.5 s, rounded)
     deadline = time.monotonic() + 60  # the killed client closes the stream; the device kills the command
     while time.monotonic() < deadline and phone.running():
         time.sleep(0.1)
     assert phone.running() == 0
 
 
+@pytest.mark.emulated
 def test_checksummed_protocol_push_pull_roundtrip(adb_server, tmp_path):
     """Protocol 0x01000000: the adb server and the device checksum every payload; a 3 MB file crosses
     several WRTE messages and 64 KiB sync DATA chunks each way."""
@@ -141,12 +147,14 @@ def test_checksummed_protocol_push_pull_roundtrip(adb_server, tmp_path):
         client.pull("/sdcard/blob.bin", tmp_path / "back.bin")
         assert (tmp_path / "back.bin").read_bytes() == payload
         assert device.host_path("/sdcard/blob.bin").read_bytes() == payload
-        with pytest.raises(AdbError, match="Read-only file system"):
+        with pytest.raises(AdbError) as e:
             client.push(tmp_path / "blob.bin", "/system/blob.bin")
+        assert "/system/blob.bin" in str(e.value) and "Read-only file system" in str(e.value)  # the device's reason
         _adb("disconnect", device.address)
     assert not (device.state_dir / "events.log").exists()  # no protocol errors seen
 
 
+@pytest.mark.unit
 def test_big_cores_widen_to_the_thread_count():
     pixel8 = {**{c: 1_704_000 for c in range(4)}, **{c: 2_367_000 for c in range(4, 8)}, 8: 2_910_000}
     assert big_cores(pixel8, 1) == [8]
@@ -157,26 +165,28 @@ def test_big_cores_widen_to_the_thread_count():
 
 @pytest.mark.parametrize("case", ["wrong_serial", "runner_missing", "runner_not_executable",
                                   "runner_wrong_binary", "runner_not_here", "address_unreachable"])
+@pytest.mark.emulated
 def test_bad_device_side_input_is_one_clear_paragraph(phone, artifact, runner_script, capsys, tmp_path, case):
+    # What the message must name (not its wording): the id, path, ABI or command the user has to act on.
     args = ["profile", str(artifact), "--via", "adb", "--serial-id", phone.address]
-    if case == "wrong_serial":
-        args[-1], expected = "1A2B3C", ["No attached device has serial id '1A2B3C'. Attached:",
-                                        f"{phone.address} (device)", "--serial-id"]
+    if case == "wrong_serial":  # the wrong id, and the attached ones with their state
+        args[-1], expected = "1A2B3C", ["'1A2B3C'", f"{phone.address} (device)", "--serial-id"]
     elif case == "runner_missing":  # no --runner: the default place on the device is empty
-        expected = ["No runner on", "/data/local/tmp/executor_runner", "--runner ./executor_runner"]
+        expected = ["/data/local/tmp/executor_runner", "--runner"]
     elif case == "runner_not_executable":
         phone.host_path("/data/local/tmp/plain_file").write_text("#!/bin/sh\n")
         args += ["--runner", "/data/local/tmp/plain_file"]
-        expected = ["/data/local/tmp/plain_file", "is not executable", "chmod 755"]
+        expected = ["/data/local/tmp/plain_file", "chmod 755"]
     elif case == "runner_wrong_binary":
         (tmp_path / "executor_runner").write_bytes(b"\x7fELF\x02\x01\x01" + bytes(64))  # not a program this CPU runs
         args += ["--runner", str(tmp_path / "executor_runner")]
-        expected = ["could not execute the runner", "ABI (arm64-v8a)"]
+        expected = ["arm64-v8a"]  # the ABI the runner must be built for
     elif case == "runner_not_here":
         args += ["--runner", "build/executor_runner"]
-        expected = ["--runner build/executor_runner: no such file here"]
+        expected = ["build/executor_runner"]
     else:  # a HOST:PORT id where nothing listens: edgevit tries `adb connect` and says it failed
-        args[-1], expected = f"127.0.0.1:{_free_port()}", ["adb could not connect to 127.0.0.1:", "adb tcpip 5555"]
+        address = f"127.0.0.1:{_free_port()}"
+        args[-1], expected = address, [address, "adb tcpip 5555"]
     before = sorted((artifact / "profiles").glob("*"))
     code, _, err = _cli(capsys, *args)
     assert code == 2, err
@@ -185,6 +195,7 @@ def test_bad_device_side_input_is_one_clear_paragraph(phone, artifact, runner_sc
     assert "Traceback" not in err and sorted((artifact / "profiles").glob("*")) == before  # nothing written
 
 
+@pytest.mark.emulated
 def test_device_offline_says_how_to_reconnect(adb_server, artifact, capsys, tmp_path):
     with EmulatedAdbDevice(tmp_path / "root") as device:
         assert "connected to" in _adb("connect", device.address).stdout
@@ -193,9 +204,10 @@ def test_device_offline_says_how_to_reconnect(adb_server, artifact, capsys, tmp_
         time.sleep(0.1)
     code, _, err = _cli(capsys, "profile", str(artifact), "--via", "adb", "--serial-id", device.address)
     _adb("disconnect", device.address)
-    assert code == 2 and f"Device {device.address} is offline" in err and "adb connect" in err
+    assert code == 2 and device.address in err and "offline" in err and "adb connect" in err  # id, state, remedy
 
 
+@pytest.mark.emulated
 def test_no_device_and_unreachable_server(artifact, capsys, monkeypatch, tmp_path):
     monkeypatch.setenv("HOME", str(tmp_path))
     # a fresh adb server that knows no device
@@ -204,7 +216,7 @@ def test_no_device_and_unreachable_server(artifact, capsys, monkeypatch, tmp_pat
         code, _, err = _cli(capsys, "profile", str(artifact), "--via", "adb")
     finally:
         _adb("kill-server")
-    assert code == 2 and "No Android device is attached" in err and "USB debugging" in err
+    assert code == 2 and "adb devices" in err and "USB debugging" in err  # what was asked, what to switch on
     # something on the server port that is not an adb server
     listener = socket.create_server(("127.0.0.1", 0))
 
@@ -217,7 +229,7 @@ def test_no_device_and_unreachable_server(artifact, capsys, monkeypatch, tmp_pat
     monkeypatch.setenv("ANDROID_ADB_SERVER_PORT", str(listener.getsockname()[1]))
     code, _, err = _cli(capsys, "profile", str(artifact), "--via", "adb", "--serial-id", "1A2B3C")
     listener.close()
-    assert code == 2 and "The adb server does not answer" in err and "adb kill-server && adb start-server" in err
+    assert code == 2 and "adb kill-server && adb start-server" in err
     # no adb client at all
     monkeypatch.setenv("PATH", str(tmp_path))
     code, _, err = _cli(capsys, "profile", str(artifact), "--via", "adb")

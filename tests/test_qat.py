@@ -30,7 +30,7 @@ from edgevit.quantization.lowbit import (
     quantize_lowbit,
     quantized_layers,
 )
-from edgevit.quantization.lowbit.pipeline import _compare
+from edgevit.quantization.lowbit.pipeline import _compare, roundtrip_inputs
 from edgevit.training import evaluate_logits, topk_accuracy, train_classifier
 
 MODEL = "efficientformer_micro"
@@ -97,6 +97,7 @@ def _weight_levels(layer) -> int:
 
 
 @pytest.mark.parametrize("bits", ["w8a8", "w6a6", "w4a8"])
+@pytest.mark.integration
 def test_ptq_then_qat_keeps_accuracy_at_each_bit_width(trained, digits_set, bits, w4a8_qat):
     _, deployed, fp32 = trained
     qmodel, ptq, qat, losses = w4a8_qat if bits == "w4a8" else _ptq_qat(deployed, digits_set, bits)
@@ -107,7 +108,8 @@ def test_ptq_then_qat_keeps_accuracy_at_each_bit_width(trained, digits_set, bits
     assert qat >= fp32 - 3 and qat >= ptq - 2, (fp32, ptq, qat)
     layers = quantized_layers(qmodel)
     rows = layer_settings(qmodel)
-    assert len(layers) == len(rows) == sum(isinstance(m, (torch.nn.Conv2d, torch.nn.Linear)) for m in deployed.modules())
+    assert len(layers) == len(rows) == sum(isinstance(m, (torch.nn.Conv2d, torch.nn.Linear))
+                                           for m in deployed.modules())
     # Stem and classifier at 8 bits, everything else at the asked widths, weights really on that many levels.
     assert [r["weight"]["bits"] for r in (rows[0], rows[-1])] == [8, 8]
     for (name, layer), row in zip(layers[1:-1], rows[1:-1]):
@@ -129,6 +131,7 @@ def _quant_bitwidths(model: onnx.ModelProto) -> list[int]:
     return [int(values[n.input[3]]) for n in model.graph.node if n.op_type == "Quant"]
 
 
+@pytest.mark.integration
 def test_qonnx_and_qcdq_exports_match_brevitas(w4a8_qat, digits_set):
     qmodel = w4a8_qat[0].eval()
     x = digits_set["x_test"][:24]
@@ -157,6 +160,7 @@ def test_qonnx_and_qcdq_exports_match_brevitas(w4a8_qat, digits_set):
     assert not any(n.domain for n in qcdq_model.graph.node)  # standard ONNX only
 
 
+@pytest.mark.integration
 def test_po2_scales_stay_powers_of_two_through_qat(trained, digits_set):
     qmodel = quantize_lowbit(trained[1], LowBitSpec.parse("w6a6"), po2=True)
     calibrate(qmodel, digits_set["x_train"][:32])
@@ -173,9 +177,11 @@ def test_po2_scales_stay_powers_of_two_through_qat(trained, digits_set):
 
 
 @pytest.mark.parametrize("text", ["w1a8", "w9a8", "w8a1", "w16a16", "int8", "w4"])
+@pytest.mark.unit
 def test_unsupported_bit_widths_name_what_is_supported(text):
-    with pytest.raises(UnsupportedBitsError, match=r"weights 2\.\.8 bits and activations 2\.\.8 bits"):
+    with pytest.raises(UnsupportedBitsError) as e:
         LowBitSpec.parse(text)
+    assert f"'{text}'" in str(e.value) and "2..8" in str(e.value)  # what was given, the range supported
     assert LowBitSpec.parse("W6A6") == LowBitSpec(6, 6)
 
 
@@ -191,6 +197,7 @@ def folders(tmp_path_factory, digits_set, trained):
     return root
 
 
+@pytest.mark.integration
 def test_cli_qat_end_to_end_writes_both_exports_and_the_manifest(folders, capsys):
     out = folders / "out"
     code = main(["qat", MODEL, "--bits", "w4a8", "--data", str(folders / "train"), "--eval", str(folders / "eval"),
@@ -232,6 +239,7 @@ def test_cli_qat_end_to_end_writes_both_exports_and_the_manifest(folders, capsys
 
 
 @pytest.mark.parametrize("case", ["bits", "flat", "missing", "classes"])
+@pytest.mark.integration
 def test_bad_qat_input_is_one_clear_paragraph_and_writes_nothing(folders, tmp_path, capsys, case):
     args = {"bits": ["--bits", "w8a9", "--data", str(folders / "train")],
             "flat": ["--bits", "w8a8", "--data", str(tmp_path / "flat")],
@@ -243,14 +251,17 @@ def test_bad_qat_input_is_one_clear_paragraph_and_writes_nothing(folders, tmp_pa
         (tmp_path / "three" / c).mkdir(parents=True)
         (tmp_path / "three" / c / "x.png").write_bytes((tmp_path / "flat" / "a.png").read_bytes())
     code = main(["qat", MODEL, *args, "-o", str(tmp_path / "out")])
-    err = capsys.readouterr().err
+    err = " ".join(capsys.readouterr().err.split())
     assert code == 2 and "Traceback" not in err
-    expected = {"bits": "activations 2..8 bits", "flat": "no class subfolders", "missing": "does not exist",
-                "classes": "3 class subfolders but efficientformer_micro has 10 outputs"}[case]
-    assert expected in " ".join(err.split())
+    # What the message must name: the bad value, the folder at fault, the counts that disagree.
+    expected = {"bits": ["'w8a9'", "2..8"], "flat": [str(tmp_path / "flat")], "missing": [str(tmp_path / "nowhere")],
+                "classes": [str(tmp_path / "three"), "3 class", MODEL, "10 outputs"]}[case]
+    for fragment in expected:
+        assert fragment in err, (fragment, err)
     assert not (tmp_path / "out").exists() or not any((tmp_path / "out").iterdir())
 
 
+@pytest.mark.unit
 def test_shapes_set_is_seeded_balanced_and_not_trivial():
     from edgevit.data import shapes
     images, labels, classes = shapes(64, per_class=20, seed=0)
@@ -262,3 +273,33 @@ def test_shapes_set_is_seeded_balanced_and_not_trivial():
     # Colour and position vary within a class: the mean image of a class says little about its label.
     means = np.stack([images[labels == c].mean(axis=0) for c in range(10)])
     assert means.std(axis=0).mean() < images.std(axis=0).mean() / 3
+
+
+@pytest.mark.integration
+@pytest.mark.slow
+def test_full_size_model_round_trip_is_judged_on_enough_images_and_passes(digits_set, tmp_path):
+    """shvit_s1 (a full-size zoo model, synthetic weights as in the issue) at 64x64, W4A8 PTQ through
+    ``build_qat_artifact``: both exports pass on >= 32 images (eval topped up from train), and the rule
+    still refuses a one-step scale error and a zero-point shift on that model's logits."""
+    from edgevit.compile.qat import QatOptions, build_qat_artifact
+    from edgevit.quantization.lowbit.pipeline import MIN_ROUNDTRIP_IMAGES
+    d = digits_set
+    train, held = d["train"][::5][:100], d["test"][::6][:25]  # 100 + 25 images: the eval split alone is too few
+    write_labelled_folder(tmp_path / "train", d["images"][train], d["labels"][train], d["classes"])
+    write_labelled_folder(tmp_path / "eval", d["images"][held], d["labels"][held], d["classes"])
+    opts = QatOptions("shvit_s1", "w4a8", tmp_path / "train", eval_dir=tmp_path / "eval", ptq_only=True,
+                      num_classes=10, input_shape=(1, 3, 64, 64), output_root=tmp_path / "out")
+    result = build_qat_artifact(opts)
+    rt = result.manifest["roundtrip"]
+    for name in ("qcdq", "qonnx"):
+        assert rt[name]["passed"] and rt[name]["samples"] >= MIN_ROUNDTRIP_IMAGES, rt[name]
+    assert rt["qonnx"]["same_quant_nodes_as_artifact"]
+    assert result.manifest["inputs"][0]["shape"] == [1, 3, 64, 64]
+    assert (result.out_dir / "model.qonnx.onnx").exists() and (result.out_dir / "model.qcdq.onnx").exists()
+    x = roundtrip_inputs(d["x_test"][:25], d["x_train"], 64)
+    reference = evaluate_logits(result.lowbit.qmodel, x, batch_size=64)
+    exported = QcdqRunner(result.lowbit.qcdq, optimize=False)(x)
+    assert _compare("ort", exported, reference, 32)["passed"]
+    assert not _compare("ort", exported * (1 + 2**-7), reference, 32)["passed"]
+    assert not _compare("ort", exported + 2**-7 * reference.abs().max(), reference, 32)["passed"]
+    assert not _compare("ort", exported[:8], reference[:8], 32)["passed"]  # too few images never pass

@@ -20,11 +20,10 @@ from pathlib import Path
 import pytest
 
 from edgevit.cli import main
-from edgevit.links.serial import (AgentError, ArtifactFormat, Damaged, Frame, FrameDecoder, PortError, SerialHost,
-                                    encode)
+from edgevit.errors import EdgevitError
+from edgevit.links.serial import AgentError, ArtifactFormat, Damaged, Frame, FrameDecoder, PortError, SerialHost, encode
 from edgevit.links.serial.frames import crc16, crc32
 from edgevit.links.serial.messages import Msg, ProtocolError, pack, unpack
-from edgevit.errors import EdgevitError
 
 TESTS = Path(__file__).parent
 DOC = TESTS.parent / "docs" / "serial-protocol.md"

@@ -62,7 +62,7 @@ def pack_message(command: int, arg0: int, arg1: int, payload: bytes = b"") -> by
 class Stream:
     """One end of an adb stream: bytes in from WRTE messages, bytes out as WRTE, one in flight until OKAY."""
 
-    def __init__(self, conn: "_Connection", local_id: int, remote_id: int):
+    def __init__(self, conn: _Connection, local_id: int, remote_id: int):
         self.conn, self.local_id, self.remote_id = conn, local_id, remote_id
         self._cond = threading.Condition()
         self._inbox = bytearray()
@@ -123,7 +123,7 @@ class Stream:
 class _Connection:
     """One transport (one TCP connection from an adb server): the message loop and its streams."""
 
-    def __init__(self, device: "EmulatedAdbDevice", sock: socket.socket):
+    def __init__(self, device: EmulatedAdbDevice, sock: socket.socket):
         self.device, self.sock = device, sock
         self.version: int | None = None   # negotiated in CNXN
         self.maxdata = 4096                # until the peer's CNXN says more (protocol.txt)
@@ -248,7 +248,7 @@ class EmulatedAdbDevice:
         """The emulator's own notes (taskset log, events); not visible to the device's shell as a device path."""
         return self.root / ".adbd"
 
-    def start(self) -> "EmulatedAdbDevice":
+    def start(self) -> EmulatedAdbDevice:
         self._populate()
         self._listener = socket.create_server(("127.0.0.1", self.port))
         self.port = self._listener.getsockname()[1]
@@ -264,7 +264,7 @@ class EmulatedAdbDevice:
         for proc in list(self._procs):
             _kill_group(proc)
 
-    def __enter__(self) -> "EmulatedAdbDevice":
+    def __enter__(self) -> EmulatedAdbDevice:
         return self.start()
 
     def __exit__(self, *exc) -> None:

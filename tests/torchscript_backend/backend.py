@@ -14,8 +14,15 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from edgevit.backends import (Backend, DeviceRun, LoweredArtifact, OpSummary, ParsedProfile, StageProgress,
-                              register_backend)
+from edgevit.backends import (
+    Backend,
+    DeviceRun,
+    LoweredArtifact,
+    OpSummary,
+    ParsedProfile,
+    StageProgress,
+    register_backend,
+)
 
 
 def _load(artifact: bytes | Path) -> torch.jit.ScriptModule:
