@@ -23,30 +23,13 @@ def timm():
 
 # --- test tiers (the markers are registered in pyproject.toml) ----------------------------------------------
 #
-# Every test carries exactly one tier, plus `slow` when it takes more than ~20 s on the 2-core CI machine
-# (measured with --durations; a module fixture that costs that much makes every test that needs it slow):
+# Every test carries exactly one tier, plus `slow` when it takes more than ~17-20 s on the 2-core CI machine, idle
+# (measured with -n 2 --durations; a module fixture that costs that much makes every test that needs it slow):
 #   unit         pure Python: no export, lowering or runtime; the whole tier runs in seconds (`-m unit`)
 #   integration  compiles, exports, lowers, or runs artifacts in the real runtimes
 #   emulated     drives an emulated far end: the adb phone (tests/emulators/adbd.py), the serial agent on ptys
-# Files we own set their tier with a module-level `pytestmark` (or per test where a file mixes tiers). The files
-# below belong to other owners and carry no tier markers; their tiers are set here, by file, with the tests
-# that differ from the file's tier named (a renamed test falls back to the file's tier).
+# Each file sets its tier with a module-level `pytestmark`, or per test where a file mixes tiers.
 TIERS = ("unit", "integration", "emulated")
-_TIERS_BY_FILE = {
-    "test_serial.py": ("emulated", {"unit": {
-        "test_crc_check_values_match_the_spec", "test_worked_example_in_the_spec_is_what_we_send",
-        "test_decoder_resyncs_after_garbage_truncation_and_damage",
-        "test_decoder_rejects_a_damaged_header_at_once_and_a_too_long_frame", "test_payload_layouts_are_checked",
-        "test_bad_lines_are_clear_errors"}}),
-    "test_backend_contract.py": ("integration", {"unit": {
-        "test_a_profile_naming_an_unregistered_backend_is_refused",
-        "test_a_plugin_that_cannot_be_imported_is_a_clear_error"}}),
-    "test_model_api.py": ("unit", {"integration": {"test_bridge_module_is_found_in_the_exported_deploy_form"}}),
-}
-_SLOW_BY_FILE = {
-    "test_backend_contract.py": {"test_every_builtin_backend_lowers_loads_verifies_and_profiles",
-                                 "test_a_backend_defined_in_tests_runs_every_command"},
-}
 
 
 @pytest.fixture(autouse=True)
@@ -60,19 +43,6 @@ def _unit_tests_run_on_one_thread(request):
     torch.set_num_threads(1)
     yield
     torch.set_num_threads(before)
-
-
-@pytest.hookimpl(tryfirst=True)  # before `-m` deselects by marker
-def pytest_collection_modifyitems(config, items):
-    for item in items:
-        file = item.path.name
-        if file not in _TIERS_BY_FILE:
-            continue
-        name = getattr(item, "originalname", item.name)
-        default, others = _TIERS_BY_FILE[file]
-        item.add_marker(next((tier for tier, names in others.items() if name in names), default))
-        if name in _SLOW_BY_FILE.get(file, ()):
-            item.add_marker("slow")
 
 
 def pytest_runtest_setup(item):

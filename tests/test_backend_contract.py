@@ -55,6 +55,8 @@ def ts_profiles(tmp_path) -> Path:
     return folder
 
 
+@pytest.mark.integration
+@pytest.mark.slow
 @pytest.mark.parametrize("name", ["executorch", "litert"])
 def test_every_builtin_backend_lowers_loads_verifies_and_profiles(name, tmp_path):
     backend = get_backend(name)
@@ -75,6 +77,8 @@ def test_every_builtin_backend_lowers_loads_verifies_and_profiles(name, tmp_path
     assert parsed.rows and all({"name", "op_type", "ms"} <= set(r) for r in parsed.rows)
 
 
+@pytest.mark.integration
+@pytest.mark.slow
 def test_a_backend_defined_in_tests_runs_every_command(torchscript_plugin, ts_profiles, tmp_path, capsys):
     out = tmp_path / "out"
     profiles = ["--profiles", str(ts_profiles)]
@@ -106,6 +110,7 @@ def test_a_backend_defined_in_tests_runs_every_command(torchscript_plugin, ts_pr
         cost_backend(get_device("ts-box", [ts_profiles]), "torchscript")
 
 
+@pytest.mark.integration
 def test_an_artifact_changed_since_compile_is_refused_before_it_runs(torchscript_plugin, ts_profiles, tmp_path,
                                                                     capsys):
     out = tmp_path / "out"
@@ -120,6 +125,7 @@ def test_an_artifact_changed_since_compile_is_refused_before_it_runs(torchscript
     assert not (artifact.parent / "profiles").exists() or not any((artifact.parent / "profiles").iterdir())
 
 
+@pytest.mark.integration
 def test_auto_falls_back_to_a_backend_that_passes_and_says_so(torchscript_plugin, tmp_path, capsys):
     """The device prefers a backend whose artifact fails verification: auto takes the next one that passes
     (recorded in the manifest); asked for by name, the failing backend is an error and nothing is written."""
@@ -153,6 +159,7 @@ def test_auto_falls_back_to_a_backend_that_passes_and_says_so(torchscript_plugin
     assert choice["failed"][0]["backend"] == "torchscript-noisy" and choice["failed"][0]["sqnr_db"] < 60
 
 
+@pytest.mark.unit
 def test_a_profile_naming_an_unregistered_backend_is_refused(tmp_path):
     from edgevit.devices import ProfileError, load_profiles
 
@@ -170,6 +177,7 @@ def test_a_profile_naming_an_unregistered_backend_is_refused(tmp_path):
         load_profiles([tmp_path])
 
 
+@pytest.mark.unit
 def test_a_plugin_that_cannot_be_imported_is_a_clear_error(monkeypatch):
     monkeypatch.setenv("EDGEVIT_BACKENDS", "no_such_backend_module")
     with pytest.raises(EdgevitError, match="no_such_backend_module"):

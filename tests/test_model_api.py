@@ -27,11 +27,13 @@ from edgevit.quantization import QuantRecipe
 MICRO = {get_model_spec(n).family: n for n in list_models() if n.endswith("_micro")}
 
 
+@pytest.mark.unit
 def test_every_public_name_is_exported():
     for name in models.__all__:
         assert hasattr(models, name), name
 
 
+@pytest.mark.unit
 def test_prepare_model_builds_the_requested_head():
     prepared = prepare_model("shvit_micro", num_classes=3)
     assert prepared.num_classes == 3  # the built model's, not the registry's 10
@@ -50,6 +52,7 @@ def test_prepare_model_builds_the_requested_head():
     assert prepared.weights == {"source": SYNTHETIC_WEIGHTS_NOTE.format(seed=0), "sha256": None}
 
 
+@pytest.mark.unit
 def test_prepare_model_input_shape_as_text_or_sequence():
     a = prepare_model("shvit_micro", input_shape="2,3,96,96")
     b = prepare_model("shvit_micro", input_shape=(2, 3, 96, 96))
@@ -59,6 +62,7 @@ def test_prepare_model_input_shape_as_text_or_sequence():
         prepare_model("shvit_micro", input_shape=(3, 96, 96))
 
 
+@pytest.mark.unit
 def test_prepare_model_user_module():
     prepared = prepare_model("user_models:build_tiny", input_shape=(2, 3, 32, 32))
     assert prepared.spec is None and prepared.family == "user" and prepared.num_classes == 10
@@ -68,6 +72,7 @@ def test_prepare_model_user_module():
         prepare_model("user_models:build_tiny")  # a user's module needs an input shape
 
 
+@pytest.mark.unit
 def test_prepare_model_with_weights(tmp_path):
     source = apply_synthetic_weights(create_model("shvit_micro", num_classes=3), seed=7).eval()
     path = tmp_path / "w.pth"
@@ -81,6 +86,7 @@ def test_prepare_model_with_weights(tmp_path):
         prepare_model("shvit_micro", weights=path)
 
 
+@pytest.mark.unit
 def test_every_family_has_a_spec():
     assert list_families() == sorted({get_model_spec(n).family for n in list_models()})
     assert set(MICRO) == set(list_families())
@@ -92,6 +98,7 @@ def test_every_family_has_a_spec():
         assert get_model_spec(name).family_spec is get_family_spec(get_model_spec(name).family)
 
 
+@pytest.mark.unit
 def test_unknown_family_is_an_unknown_name():
     with pytest.raises(UnknownNameError) as e:
         get_family_spec("efficientformerv2")
@@ -99,6 +106,7 @@ def test_unknown_family_is_an_unknown_name():
     assert list_models("efficientformerv2") == []
 
 
+@pytest.mark.unit
 def test_a_model_needs_a_registered_family():
     with pytest.raises(ValueError):
         register_model("nobody_micro", family="no_such_family")(lambda **kw: torch.nn.Identity())
@@ -106,6 +114,7 @@ def test_a_model_needs_a_registered_family():
         get_model_spec("nobody_micro")
 
 
+@pytest.mark.integration
 @pytest.mark.parametrize("family", sorted(MICRO))
 def test_bridge_module_is_found_in_the_exported_deploy_form(family):
     """The quantizer looks the bridge class up in the exported deploy form's module stack."""
@@ -125,11 +134,13 @@ def test_bridge_module_is_found_in_the_exported_deploy_form(family):
     assert kept(QuantRecipe(float_norm=False, float_bridges=False, bridge_module=bridge)) == 0
 
 
+@pytest.mark.unit
 def test_recipe_description_has_no_family_or_bridge():
     """Manifests' quantization block is the same whichever model the recipe was bound to."""
     assert QuantRecipe(bridge_module="FusedSHSA").describe() == QuantRecipe().describe()
 
 
+@pytest.mark.unit
 def test_original_checkpoint_layout_loads_through_the_family_filter(tmp_path):
     source = apply_synthetic_weights(create_model("shvit_micro"), seed=7).eval()
     original = _to_original_layout(source.state_dict())
@@ -147,6 +158,7 @@ def test_original_checkpoint_layout_loads_through_the_family_filter(tmp_path):
         assert torch.equal(prepared.reference(x), source(x))
 
 
+@pytest.mark.unit
 def test_user_module_gets_no_filter(tmp_path):
     from user_models import TinyConvNet
 

@@ -30,11 +30,13 @@ DOC = TESTS.parent / "docs" / "serial-protocol.md"
 
 
 # -- frames -------------------------------------------------------------------------------------------------
+@pytest.mark.unit
 def test_crc_check_values_match_the_spec():
     assert crc32(b"123456789") == 0xCBF43926  # CRC-32/ISO-HDLC
     assert crc16(b"123456789") == 0x29B1      # CRC-16/IBM-3740 (CCITT-FALSE)
 
 
+@pytest.mark.unit
 def test_worked_example_in_the_spec_is_what_we_send():
     hello = encode(Frame(Msg.HELLO, 0x0102, pack(Msg.HELLO, 1, 1, 4096)))
     doc = DOC.read_text()
@@ -43,6 +45,7 @@ def test_worked_example_in_the_spec_is_what_we_send():
     assert FrameDecoder().feed(hello) == [Frame(Msg.HELLO, 0x0102, bytes.fromhex("01010010"))]
 
 
+@pytest.mark.unit
 def test_decoder_resyncs_after_garbage_truncation_and_damage():
     frames = [Frame(Msg.UPLOAD_DATA, i, bytes(range(i, i + 40))) for i in range(4)]
     raw = [encode(f) for f in frames]
@@ -61,6 +64,7 @@ def test_decoder_resyncs_after_garbage_truncation_and_damage():
     assert decoder.garbage_bytes > 0
 
 
+@pytest.mark.unit
 def test_decoder_rejects_a_damaged_header_at_once_and_a_too_long_frame():
     raw = bytearray(encode(Frame(Msg.ACK, 7, pack(Msg.ACK, 5))))
     raw[6] ^= 0xFF                                        # length byte: the header CRC catches it immediately
@@ -69,6 +73,7 @@ def test_decoder_rejects_a_damaged_header_at_once_and_a_too_long_frame():
     assert FrameDecoder(max_payload=256).feed(long)[0] == Damaged(Msg.UPLOAD_DATA, 9, 2)
 
 
+@pytest.mark.unit
 def test_payload_layouts_are_checked():
     assert unpack(Msg.RUN, pack(Msg.RUN, 20, 3, 1, b"\x11" * 32))[0] == (20, 3, 1, b"\x11" * 32)
     with pytest.raises(ProtocolError, match="RUN payload is 10 bytes"):
@@ -209,6 +214,7 @@ def line():
 
 
 # -- end to end ---------------------------------------------------------------------------------------------
+@pytest.mark.emulated
 def test_profile_over_serial_end_to_end(artifact, line, tmp_path, capsys):
     agent = AgentProcess(line.agent_port, tmp_path / "agent")
     try:
@@ -259,6 +265,7 @@ def test_profile_over_serial_end_to_end(artifact, line, tmp_path, capsys):
         agent.kill()
 
 
+@pytest.mark.unit
 def test_bad_lines_are_clear_errors(tmp_path, capsys):
     with pytest.raises(PortError, match="does not exist"):
         with SerialHost("/dev/ttyEDGEVIT-missing"):
@@ -270,6 +277,7 @@ def test_bad_lines_are_clear_errors(tmp_path, capsys):
 
 
 # -- faults -------------------------------------------------------------------------------------------------
+@pytest.mark.emulated
 def test_host_retries_through_dropped_and_corrupted_bytes(artifact, tmp_path):
     data = (artifact / "model.pte").read_bytes()
     # Agent payloads of 1 KiB: upload frames are 1038 bytes. Damage both directions, in headers and bodies.
@@ -297,6 +305,7 @@ def test_host_retries_through_dropped_and_corrupted_bytes(artifact, tmp_path):
         modem.close()
 
 
+@pytest.mark.emulated
 def test_interrupted_upload_resumes_where_it_stopped(artifact, line, tmp_path):
     data = (artifact / "model.pte").read_bytes()
     workdir = tmp_path / "agent"
@@ -332,6 +341,7 @@ def test_interrupted_upload_resumes_where_it_stopped(artifact, line, tmp_path):
         agent.kill()
 
 
+@pytest.mark.emulated
 def test_agent_killed_mid_run_stops_the_host_with_a_clear_error(artifact, line, tmp_path):
     data = (artifact / "model.pte").read_bytes()
     agent = AgentProcess(line.agent_port, tmp_path / "agent")
