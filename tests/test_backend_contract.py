@@ -32,26 +32,31 @@ def torchscript_plugin(monkeypatch):
     assert "torchscript" in list_backends()
 
 
+def _write_profile(folder: Path, name: str, backends: list[str]) -> None:
+    """A desktop-like device profile whose compile.backends are ``backends`` (the first preferred)."""
+    (folder / f"{name}.yaml").write_text(textwrap.dedent(f"""\
+        name: {name}
+        display_name: A test box ({', '.join(backends)})
+        kind: desktop
+        os: Linux
+        soc: any
+        cpu: {{clusters: [{{core: any, count: 2}}]}}
+        memory: {{ram_gb: 4}}
+        compile:
+          backends: [{', '.join(backends)}]
+          preferred_backend: {backends[0]}
+          default_precision: fp32
+          threads: 1
+          model_memory_mb: 512
+        """))
+
+
 @pytest.fixture
 def ts_profiles(tmp_path) -> Path:
     """The one line a new backend needs in a device profile: its name under compile.backends."""
     folder = tmp_path / "profiles"
     folder.mkdir()
-    (folder / "ts-box.yaml").write_text(textwrap.dedent("""\
-        name: ts-box
-        display_name: A box that runs TorchScript
-        kind: desktop
-        os: Linux
-        soc: any
-        cpu: {clusters: [{core: any, count: 2}]}
-        memory: {ram_gb: 4}
-        compile:
-          backends: [torchscript]
-          preferred_backend: torchscript
-          default_precision: fp32
-          threads: 1
-          model_memory_mb: 512
-        """))
+    _write_profile(folder, "ts-box", ["torchscript"])
     return folder
 
 
@@ -131,21 +136,7 @@ def test_auto_falls_back_to_a_backend_that_passes_and_says_so(torchscript_plugin
     (recorded in the manifest); asked for by name, the failing backend is an error and nothing is written."""
     profiles = tmp_path / "profiles"
     profiles.mkdir()
-    (profiles / "two-box.yaml").write_text(textwrap.dedent("""\
-        name: two-box
-        display_name: A box with a flaky runtime first
-        kind: desktop
-        os: Linux
-        soc: any
-        cpu: {clusters: [{core: any, count: 2}]}
-        memory: {ram_gb: 4}
-        compile:
-          backends: [torchscript-noisy, torchscript]
-          preferred_backend: torchscript-noisy
-          default_precision: fp32
-          threads: 1
-          model_memory_mb: 512
-        """))
+    _write_profile(profiles, "two-box", ["torchscript-noisy", "torchscript"])
     args = ["compile", "shvit_micro", "--device", "two-box", "--profiles", str(profiles), "--num-verify", "2"]
     assert main([*args, "--backend", "torchscript-noisy", "-o", str(tmp_path / "named")]) == 2
     assert "failed verification" in capsys.readouterr().err

@@ -54,9 +54,9 @@ def test_efficientformerv2_fp32_is_exact_in_the_runtime(tmp_path):
 
 # Two families' micro variants at 64x64 (small, so CI stays fast; tests/test_model_conformance.py checks the
 # full-size variants' numerics against timm, test_litert.py lowers full-size ones).
-@pytest.mark.parametrize("name,precision", [("shvit_micro", "int8"), ("tiny_vit_micro", "fp32")])
+@pytest.mark.parametrize("name,precision", [pytest.param("shvit_micro", "int8", marks=pytest.mark.slow),
+                                            ("tiny_vit_micro", "fp32")])
 @pytest.mark.integration
-@pytest.mark.slow
 def test_zoo_model_end_to_end(tmp_path, name, precision):
     result = compile_model(CompileOptions(model=name, device="pixel8", precision=precision,
                                           input_shape="1,3,64,64", num_calib=8, num_verify=4, output_root=tmp_path))

@@ -11,6 +11,7 @@ import itertools
 
 import pytest
 import torch
+from randomize import randomize
 from torch import nn
 
 from edgevit.models import create_model, deploy
@@ -19,26 +20,6 @@ from edgevit.models import efficientformer_v2 as ef2
 from edgevit.models.layers import attention_bias_index
 
 SMALL = 64  # 2x2 tokens at the last stage: every code path, a fraction of the cost
-
-
-def _randomize(model: nn.Module, seed: int = 1) -> nn.Module:
-    """Give every BN, layer scale, bias table and bias a non-trivial value (fresh init hides folds)."""
-    g = torch.Generator().manual_seed(seed)
-    with torch.no_grad():
-        for name, p in model.named_parameters():
-            if name.endswith("gamma"):
-                p.copy_(torch.rand(p.shape, generator=g) * 0.5 + 0.1)
-            elif name.endswith("attention_biases"):
-                p.copy_(torch.randn(p.shape, generator=g))
-            elif name.endswith("bias"):
-                p.copy_(torch.randn(p.shape, generator=g) * 0.05)
-        for m in model.modules():
-            if isinstance(m, nn.modules.batchnorm._BatchNorm):
-                m.running_mean.copy_(torch.randn(m.running_mean.shape, generator=g) * 0.1)
-                m.running_var.copy_(torch.rand(m.running_var.shape, generator=g) + 0.5)
-                m.weight.copy_(torch.rand(m.weight.shape, generator=g) + 0.5)
-                m.bias.copy_(torch.randn(m.bias.shape, generator=g) * 0.1)
-    return model
 
 
 def _image(size: int = SMALL, batch: int = 2) -> torch.Tensor:
@@ -169,7 +150,7 @@ def test_checkpoint_filter_v2_drops_stored_bias_index():
 @pytest.mark.parametrize("name", ["efficientformer_l1", "efficientformerv2_s0"])
 @pytest.mark.unit
 def test_distillation_heads_average_in_eval_and_split_in_distilled_training(name):
-    model = _randomize(create_model(name, img_size=SMALL, num_classes=10))
+    model = randomize(create_model(name, img_size=SMALL, num_classes=10))
     with torch.no_grad():
         nn.init.normal_(model.head_dist.weight)  # make the two heads clearly different
     x = _image()
@@ -209,7 +190,7 @@ def test_distillation_heads_average_in_eval_and_split_in_distilled_training(name
 @pytest.mark.unit
 def test_deploy_matches_with_nontrivial_parameters(name, kwargs):
     kwargs = {"img_size": SMALL, **kwargs}
-    model = _randomize(create_model(name, **kwargs)).eval()
+    model = randomize(create_model(name, **kwargs)).eval()
     size = kwargs["img_size"]
     x = torch.randn(2, 3, *((size, size) if isinstance(size, int) else size))
     fused = deploy(model)
@@ -224,7 +205,7 @@ def test_deploy_matches_with_nontrivial_parameters(name, kwargs):
 @pytest.mark.unit
 def test_local_global_query_fold_is_exact_for_odd_and_even_maps():
     query = ef2.LocalGlobalQuery(8, 16).eval()
-    _randomize(query)
+    randomize(query)
     fused = deploy(query)
     assert fused.pool is None
     for size in (7, 8):
@@ -233,11 +214,10 @@ def test_local_global_query_fold_is_exact_for_odd_and_even_maps():
             torch.testing.assert_close(fused(x), query(x), rtol=1e-5, atol=1e-5)
 
 
-@pytest.mark.parametrize("name", ["efficientformer_l1", "efficientformerv2_s0"])
+@pytest.mark.parametrize("name", ["efficientformer_l1", pytest.param("efficientformerv2_s0", marks=pytest.mark.slow)])
 @pytest.mark.integration
-@pytest.mark.slow
 def test_deployed_export_has_no_gather_or_batchnorm(name):
-    model = _randomize(create_model(name, img_size=SMALL)).eval()
+    model = randomize(create_model(name, img_size=SMALL)).eval()
     x = _image(batch=1)
     for form in (model, deploy(model)):
         exported = torch.export.export(form, (x,))

@@ -74,7 +74,6 @@ def test_every_precision_runs_in_litert(family, monkeypatch, name, precision):
 
 
 @pytest.mark.integration
-@pytest.mark.slow
 def test_compile_end_to_end(tmp_path):
     """Through the pipeline: calibration, verification in the runtime, manifest, the written file."""
     result = compile_model(CompileOptions(model="shvit_s1", device="galaxy-s24", backend="litert", precision="int8",

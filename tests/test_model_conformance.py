@@ -19,6 +19,7 @@ import re
 
 import pytest
 import torch
+from randomize import randomize
 from torch import nn
 
 from edgevit.models import (
@@ -90,28 +91,6 @@ def _images(size: int, batch: int = 2) -> torch.Tensor:
     return torch.randn(batch, 3, size, size, generator=torch.Generator().manual_seed(0))
 
 
-def _randomize(model: nn.Module, seed: int = 1) -> nn.Module:
-    """Non-trivial values everywhere deploy folds something: a fresh init (BN mean 0 / var 1, 1e-5 layer scales,
-    zero bias tables) makes most folds trivially exact."""
-    g = torch.Generator().manual_seed(seed)
-    with torch.no_grad():
-        for name, p in model.named_parameters():
-            if name.endswith("gamma"):
-                p.copy_(torch.rand(p.shape, generator=g) * 0.5 + 0.1)
-            elif name.endswith("attention_biases"):
-                p.copy_(torch.randn(p.shape, generator=g))
-            elif name.endswith("bias"):
-                p.copy_(torch.randn(p.shape, generator=g) * 0.05)
-        for m in model.modules():
-            if isinstance(m, nn.modules.batchnorm._BatchNorm):
-                m.running_mean.copy_(torch.randn(m.running_mean.shape, generator=g) * 0.1)
-                m.running_var.copy_(torch.rand(m.running_var.shape, generator=g) + 0.5)
-            if isinstance(m, (nn.modules.batchnorm._BatchNorm, nn.LayerNorm, nn.GroupNorm)) and m.weight is not None:
-                m.weight.copy_(torch.rand(m.weight.shape, generator=g) + 0.5)
-                m.bias.copy_(torch.randn(m.bias.shape, generator=g) * 0.1)
-    return model
-
-
 def _call_functions(program: torch.export.ExportedProgram) -> set[str]:
     return {str(n.target) for n in program.graph.nodes if n.op == "call_function"}
 
@@ -174,7 +153,7 @@ def test_logits_match_timm(family, timm):
     name = REPRESENTATIVE[family]
     spec = _spec(name)
     torch.manual_seed(0)
-    ref = _randomize(timm.create_model(name, num_classes=spec.num_classes)).eval()
+    ref = randomize(timm.create_model(name, num_classes=spec.num_classes)).eval()
     ours = create_model(name).eval()
     ours.load_state_dict(ref.state_dict(), strict=True)
     # 64: TinyViT pads every window map; 100: maps that are not multiples of the window, nor of 2.
@@ -196,7 +175,7 @@ DEPLOY_CASES = ([(name, _small(name)) for name in ALL]
 @pytest.mark.parametrize("name,size", DEPLOY_CASES)
 def test_deploy_form_matches_training_form(name, size):
     spec = _spec(name)
-    model = _randomize(_build(name, size)).eval()
+    model = randomize(_build(name, size)).eval()
     x = _images(size)
     with torch.no_grad():
         ref = model(x)
@@ -228,7 +207,7 @@ EXPORT_CASES = ([(name, _spec(name).resolution) for name in MICRO]
 @pytest.mark.integration
 @pytest.mark.parametrize("name,size", EXPORT_CASES)
 def test_deploy_form_exports_with_only_delegatable_ops(name, size):
-    model = _randomize(_build(name, size)).eval()
+    model = randomize(_build(name, size)).eval()
     x = _images(size, batch=1)
     exported = torch.export.export(deploy(model), (x,))
     ops = _call_functions(exported)

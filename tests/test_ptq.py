@@ -206,7 +206,6 @@ def test_sensitivity_report_ranks_the_massive_activation_layers_first(tmp_path, 
 
 
 @pytest.mark.integration
-@pytest.mark.slow
 def test_mixed_precision_meets_the_budget_with_the_fewest_fp32_layers(tmp_path, net):
     result = _compile(tmp_path, net, weights="weights", max_drop=1.0, eval_dir=net["test"])
     mp, q = result.manifest["mixed_precision"], result.manifest["quantization"]
@@ -222,7 +221,6 @@ def test_mixed_precision_meets_the_budget_with_the_fewest_fp32_layers(tmp_path, 
 
 
 @pytest.mark.integration
-@pytest.mark.slow
 def test_unreachable_max_drop_says_the_best_reached(tmp_path, capsys, net):
     code, out, err = _cli(capsys, "compile", "ptq_models:build_digits_net_concat", "-d", "host", "--backend",
                           "executorch", "--precision", "int8", "--weights", net["weights"], "--calib", net["calib"],

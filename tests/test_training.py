@@ -45,7 +45,6 @@ def test_labelled_folder_without_class_subfolders_is_explained(tmp_path):
 
 
 @pytest.mark.integration
-@pytest.mark.slow
 def test_a_micro_model_learns_digits():
     images, labels, _ = digits(64)
     x = torch.from_numpy(images).permute(0, 3, 1, 2).float() / 255

@@ -9,7 +9,7 @@ The "mixed" row runs the --max-drop search with the agreement proxy on 300 train
 the test split) and reports that artifact's test top-1.
 
     python tools/bench_ptq.py --weights-dir out/micro-weights --json out/bench_ptq.json
-    python tools/bench_ptq.py --models shvit_micro --configs plain,default,steps:none
+    python tools/bench_ptq.py --models shvit_micro --configs "plain;default;steps:none"
 """
 from __future__ import annotations
 
