@@ -1,4 +1,5 @@
 """Device profiles: every built-in validates, broken ones name file and field, users can add their own."""
+import json
 import shutil
 
 import pytest
@@ -9,7 +10,8 @@ from edgevit.errors import UnknownNameError
 
 pytestmark = pytest.mark.unit
 
-EXPECTED = {"pixel8", "galaxy-s24", "iphone15-pro", "rpi5", "jetson-orin-nano", "host"}
+FPGA_BOARDS = {"zcu102", "zcu104", "kv260"}
+EXPECTED = {"pixel8", "galaxy-s24", "iphone15-pro", "rpi5", "jetson-orin-nano", "host"} | FPGA_BOARDS
 
 
 def test_builtin_profiles_validate():
@@ -82,3 +84,99 @@ def test_unknown_device_suggests_close_names():
         get_device("pixel-8")
     assert e.value.name == "pixel-8" and e.value.close[0] == "pixel8"
     assert "'pixel-8'" in str(e.value) and "pixel8" in str(e.value)
+
+
+# --- FPGA boards (kind: fpga) -----------------------------------------------------------------------------------
+
+
+def test_fpga_boards_load_with_their_published_resources():
+    profiles = load_profiles()
+    fabric = {name: (p.fpga.part, p.fpga.dsp, p.fpga.bram36, p.fpga.uram, p.fpga.lut, p.fpga.ff)
+              for name, p in profiles.items() if p.kind == "fpga"}
+    assert fabric == {  # DS891 (ZU9EG, ZU7EV), DS987 (K26)
+        "zcu102": ("xczu9eg-ffvb1156-2-e", 2520, 912, 0, 274080, 548160),
+        "zcu104": ("xczu7ev-ffvc1156-2-e", 1728, 312, 96, 230400, 460800),
+        "kv260": ("xck26-sfvc784-2LV-c", 1248, 144, 64, 117120, 234240),
+    }
+    for name in FPGA_BOARDS:
+        p = profiles[name]
+        assert p.compile.backends == ["hls"] and p.compile.preferred_backend == "hls"
+        assert p.compile.default_precision == "fixed" and p.compile.delegate is None
+        assert p.fpga.dsp_kind == "DSP48E2" and (p.fpga.bram36_kbits, p.fpga.uram_kbits) == (36, 288)
+        assert p.compute is None and p.memory.bandwidth_gbps == p.fpga.ddr.gbps
+    assert profiles["zcu102"].fpga.clock_mhz == 300  # Edge-MoE's build clock (vitis_hls.tcl, vivado.tcl)
+    assert profiles["zcu102"].fpga.openfpgaloader_board == "zcu102"
+    assert profiles["kv260"].fpga.pynq and profiles["kv260"].fpga.ddr.mts == 2400  # Kria-PYNQ; DS987
+    # CPU devices keep the XNNPACK delegate and have no fpga section
+    assert all(p.fpga is None and p.compile.delegate == "xnnpack" for p in profiles.values() if p.kind != "fpga")
+
+
+def test_fpga_ddr_peak_is_bus_width_times_transfer_rate():
+    for name in FPGA_BOARDS:
+        ddr = get_device(name).fpga.ddr
+        assert ddr.gbps == pytest.approx(ddr.bus_bits / 8 * ddr.mts / 1000, abs=0.01), name
+
+
+def _fpga_profile(tmp_path, name="myboard", **changes):
+    data = _copy_profile(tmp_path, "zcu102", **changes)
+    data["name"] = name
+    return data
+
+
+def _load_one(tmp_path, data) -> str:
+    """Write ``data`` as its own profile, load it, and return the ProfileError's message."""
+    path = tmp_path / f"{data['name']}.yaml"
+    path.write_text(yaml.safe_dump(data))
+    with pytest.raises(ProfileError) as e:
+        load_profiles([tmp_path])
+    assert str(path) in str(e.value)
+    return str(e.value)
+
+
+def test_fpga_section_is_required_for_kind_fpga(tmp_path):
+    data = _fpga_profile(tmp_path)
+    del data["fpga"]
+    msg = _load_one(tmp_path, data)
+    assert "field 'fpga'" in msg and "kind 'fpga' needs an `fpga:` section" in msg
+
+
+def test_fpga_section_is_refused_for_other_kinds(tmp_path):
+    data = _copy_profile(tmp_path, "rpi5")
+    data["name"] = "rpi-with-fabric"
+    data["fpga"] = yaml.safe_load((BUILTIN_PROFILE_DIR / "zcu102.yaml").read_text())["fpga"]
+    msg = _load_one(tmp_path, data)
+    assert "field 'fpga'" in msg and "belongs to kind 'fpga' only" in msg and "kind 'board'" in msg
+
+
+def test_fpga_ddr_peak_that_disagrees_with_the_formula_is_refused(tmp_path):
+    data = _fpga_profile(tmp_path, fpga__ddr__gbps=25.6)
+    msg = _load_one(tmp_path, data)
+    assert "fpga.ddr" in msg and "17.06" in msg
+
+
+def test_fpga_ddr_peak_is_computed_when_left_out(tmp_path):
+    data = _fpga_profile(tmp_path, "slowboard")
+    del data["fpga"]["ddr"]["gbps"]
+    data["fpga"]["ddr"]["mts"] = 1600
+    (tmp_path / "slowboard.yaml").write_text(yaml.safe_dump(data))
+    assert get_device("slowboard", [tmp_path]).fpga.ddr.gbps == 12.8  # 64/8 x 1600
+
+
+def test_fpga_board_has_no_cpu_delegate(tmp_path):
+    data = _fpga_profile(tmp_path, compile__delegate="xnnpack")
+    msg = _load_one(tmp_path, data)
+    assert "field 'compile'" in msg and "delegate 'xnnpack'" in msg
+
+
+def test_devices_command_lists_the_fpga_boards(capsys):
+    from edgevit.cli import main
+
+    assert main(["devices"]) == 0
+    table = capsys.readouterr().out
+    for name, part in (("zcu102", "xczu9eg-ffvb1156-2-e"), ("zcu104", "xczu7ev-ffvc1156-2-e"),
+                       ("kv260", "xck26-sfvc784-2LV-c")):
+        assert name in table and part in table
+    assert "2520 DSP" in table and "rpi5" in table and "Broadcom BCM2712" in table  # CPU rows unchanged
+    assert main(["devices", "--json"]) == 0
+    rows = {r["name"]: r for r in json.loads(capsys.readouterr().out)}
+    assert rows["kv260"]["fpga"]["uram"] == 64 and rows["zcu104"]["fpga"]["ddr"]["gbps"] == 17.06

@@ -5,25 +5,26 @@ fails with its path, the field and what was expected, never a traceback.
 """
 from __future__ import annotations
 
+import math
 import os
 import platform
 from pathlib import Path
 from typing import Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, ValidationInfo, field_validator, model_validator
 
 from .._io import require_folder
 from ..backends import list_backends
 from ..errors import EdgevitError, UnknownNameError
 
-__all__ = ["DeviceProfile", "CpuCluster", "Compute", "load_profiles", "get_device", "list_devices",
-           "BUILTIN_PROFILE_DIR", "ProfileError", "host_facts"]
+__all__ = ["DeviceProfile", "CpuCluster", "Compute", "Fpga", "FpgaAxi", "FpgaDdr", "load_profiles", "get_device",
+           "list_devices", "BUILTIN_PROFILE_DIR", "ProfileError", "host_facts"]
 
 # A wheel carries the profiles inside the package; a source checkout (editable install) has them at the root.
 _PACKAGED = Path(__file__).resolve().parents[1] / "_profiles"
 BUILTIN_PROFILE_DIR = _PACKAGED if _PACKAGED.is_dir() else Path(__file__).resolve().parents[2] / "profiles"
-Precision = Literal["fp32", "fp16", "int8"]
+Precision = Literal["fp32", "fp16", "int8", "fixed"]  # fixed: ap_fixed formats of the hls backend (FPGA)
 
 
 class ProfileError(EdgevitError):
@@ -64,13 +65,68 @@ class Compute(_Strict):
     formula: str | None = Field(default=None, description="how a derived figure was computed")
 
 
+class FpgaAxi(_Strict):
+    """The accelerator's AXI master ports into the PS's DDR, as the design uses them."""
+
+    ports: int = Field(gt=0)
+    data_bits: int = Field(gt=0, description="data width per port at the PS side, bits")
+
+
+class FpgaDdr(_Strict):
+    """The DDR the accelerator reads weights and activations from (the PS's DDR on a Zynq board)."""
+
+    type: str
+    bus_bits: int = Field(gt=0)
+    mts: int = Field(gt=0, description="transfer rate, MT/s")
+    gbps: float | None = Field(default=None, gt=0, description="peak GB/s, derived: bus_bits/8 x MT/s; "
+                               "computed when left out, checked against the formula when written")
+
+    @model_validator(mode="after")
+    def _peak_is_derived(self) -> FpgaDdr:
+        derived = self.bus_bits / 8 * self.mts / 1000
+        if self.gbps is None:
+            object.__setattr__(self, "gbps", round(derived, 2))
+        elif not math.isclose(self.gbps, derived, rel_tol=5e-3, abs_tol=0.01):
+            raise ValueError(f"gbps {self.gbps:g} is not bus_bits/8 x MT/s = {self.bus_bits}/8 x {self.mts} / 1000 "
+                             f"= {derived:.2f} GB/s (the peak is derived; leave it out to have it computed)")
+        return self
+
+
+class Fpga(_Strict):
+    """The programmable logic of an FPGA board: what the HLS estimator and generator size a design against."""
+
+    part: str = Field(description="full Xilinx part name, e.g. xczu9eg-ffvb1156-2-e")
+    family: str = Field(description='e.g. "Zynq UltraScale+ MPSoC"')
+    clock_mhz: float = Field(gt=0, description="the accelerator clock the design targets on this board")
+    dsp: int = Field(ge=0)
+    bram36: int = Field(ge=0, description="36 Kb block RAMs")
+    uram: int = Field(ge=0, description="288 Kb UltraRAMs")
+    lut: int = Field(ge=0)
+    ff: int | None = Field(default=None, ge=0, description="flip-flops; None where not published")
+    dsp_kind: str = "DSP48E2"
+    bram36_kbits: int = Field(default=36, gt=0)
+    uram_kbits: int = Field(default=288, gt=0)
+    axi: FpgaAxi
+    ddr: FpgaDdr
+    pynq: bool = Field(description="the board runs PYNQ (`edgevit flash` loads an Overlay there)")
+    openfpgaloader_board: str | None = Field(default=None, description="openFPGALoader's --board name, if it has one")
+    vivado_board_part: str | None = Field(default=None, description='e.g. "xilinx.com:zcu102:part0:3.4"')
+
+    def summary(self) -> str:
+        return (f"{self.dsp} DSP, {self.bram36} BRAM36, {self.uram} URAM, {self.lut / 1000:.0f}k LUT "
+                f"@ {self.clock_mhz:g} MHz")
+
+
 class CompileSettings(_Strict):
     backends: list[str] = Field(min_length=1, description="registered backend names (edgevit.backends)")
     preferred_backend: str
-    delegate: Literal["xnnpack"] = "xnnpack"
+    delegate: Literal["xnnpack"] | None = Field(
+        default="xnnpack", description="the CPU runtimes' delegate; None on an FPGA board (nothing to delegate to)")
     default_precision: Precision = "int8"
-    threads: int = Field(gt=0, description="CPU threads the runtime should use (the big cores)")
-    model_memory_mb: float = Field(gt=0, description="weights + activations a model may use")
+    threads: int = Field(gt=0, description="CPU threads the runtime should use (the big cores; an FPGA board: "
+                                           "its PS's cores)")
+    model_memory_mb: float = Field(gt=0, description="weights + activations a model may use (an FPGA board: "
+                                                     "the DDR its weight image may use)")
 
     @model_validator(mode="after")
     def _preferred_is_supported(self) -> CompileSettings:
@@ -87,7 +143,7 @@ class CompileSettings(_Strict):
 class DeviceProfile(_Strict):
     name: str = Field(pattern=r"^[a-z0-9][a-z0-9-]*$")
     display_name: str
-    kind: Literal["phone", "board", "desktop"]
+    kind: Literal["phone", "board", "desktop", "fpga"]
     os: str
     soc: str
     cpu: Cpu
@@ -95,9 +151,39 @@ class DeviceProfile(_Strict):
     npu: str | None = None
     memory: Memory
     compute: Compute | None = None
+    fpga: Fpga | None = Field(default=None, validate_default=True,
+                              description="the programmable logic; required for kind fpga, refused otherwise")
     compile: CompileSettings
     sources: list[str] = Field(default_factory=list)
     notes: str | None = None
+
+    @model_validator(mode="before")
+    @classmethod
+    def _fpga_delegate_defaults_to_none(cls, data):
+        """An FPGA board's compile settings have no XNNPACK delegate: the schema's default does not apply."""
+        if isinstance(data, dict) and data.get("kind") == "fpga" and isinstance(data.get("compile"), dict):
+            data = {**data, "compile": {"delegate": None, **data["compile"]}}
+        return data
+
+    @field_validator("fpga")
+    @classmethod
+    def _fpga_section_matches_kind(cls, fpga: Fpga | None, info: ValidationInfo) -> Fpga | None:
+        kind = info.data.get("kind")  # absent when kind itself failed: that error is reported instead
+        if kind == "fpga" and fpga is None:
+            raise ValueError("kind 'fpga' needs an `fpga:` section (part, family, clock_mhz, dsp, bram36, uram, lut, "
+                             "ff, axi, ddr, pynq; see edgevit/devices/profile.py)")
+        if kind is not None and kind != "fpga" and fpga is not None:
+            raise ValueError(f"an `fpga:` section belongs to kind 'fpga' only; this profile is kind '{kind}' "
+                             "(remove the section or set kind: fpga)")
+        return fpga
+
+    @field_validator("compile")
+    @classmethod
+    def _fpga_has_no_cpu_delegate(cls, compile_: CompileSettings, info: ValidationInfo) -> CompileSettings:
+        if info.data.get("kind") == "fpga" and compile_.delegate is not None:
+            raise ValueError(f"delegate '{compile_.delegate}' is a CPU runtime's delegate; an FPGA board has none "
+                             "(leave it out)")
+        return compile_
 
     def summary_row(self) -> dict[str, str]:
         """One compact table row (the full facts are in ``edgevit devices --json``)."""
@@ -105,8 +191,11 @@ class DeviceProfile(_Strict):
         cpu = f"{self.cpu.cores} cores" + (f" ≤{max(clocks):g} GHz" if clocks else "")
         backends = ", ".join(b + ("*" if b == self.compile.preferred_backend else "")
                              for b in self.compile.backends)
-        return {"name": self.name, "SoC": self.soc, "CPU": cpu,
-                "GPU / NPU": " / ".join(x.split(" (")[0] for x in (self.gpu, self.npu) if x) or "-",
+        accelerators = " / ".join(x.split(" (")[0] for x in (self.gpu, self.npu) if x) or "-"
+        if self.fpga is not None:  # the part and its fabric, in the same columns as the SoC and GPU/NPU
+            accelerators = f"PL: {self.fpga.summary()}"
+        return {"name": self.name, "SoC": self.fpga.part if self.fpga is not None else self.soc, "CPU": cpu,
+                "GPU / NPU": accelerators,
                 "RAM": f"{self.memory.ram_gb:g} GB", "backends (*pref.)": backends,
                 "prec.": self.compile.default_precision, "budget": f"{self.compile.model_memory_mb:g} MB"}
 
