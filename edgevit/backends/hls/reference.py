@@ -159,18 +159,18 @@ class _Reference:
         scores = self._requant(np.einsum("hqd,hkd->hqk", q, k), 2 * a.frac, "attention scores")
         X, E = ATTN_ACC_EXTRA, EXP_FRAC
         m = scores[:, :, 0].copy()
-        l = np.full((H, T), 1 << E, dtype=np.int64)
+        lsum = np.full((H, T), 1 << E, dtype=np.int64)
         acc = np.repeat(v[:, :1, :] << X, T, axis=1)                     # (H, T, dh): query rows
         for j in range(1, T):
             s = scores[:, :, j]
             vj = v[:, j, None, :]                                        # (H, 1, dh)
             new_max = s > m
             e = exp_neg(-np.abs(s - m), a.frac)                           # exp(-(|s - m|)) at E
-            l = np.where(new_max, round_shift(l * e, E) + (1 << E), l + e)
+            lsum = np.where(new_max, round_shift(lsum * e, E) + (1 << E), lsum + e)
             acc = np.where(new_max[..., None], round_shift(acc * e[..., None], E) + (vj << X),
                            acc + round_shift(e[..., None] * vj, E - X))
             m = np.maximum(m, s)
-        r = reciprocal(l, E, RECIP_FRAC)
+        r = reciprocal(lsum, E, RECIP_FRAC)
         out = self._requant(acc * r[..., None], a.frac + X + RECIP_FRAC, "attention output")
         return out.transpose(1, 0, 2).reshape(T, D)
 
