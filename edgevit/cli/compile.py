@@ -43,15 +43,28 @@ from ._ui import out, print_json, profiles_option, progress_display
                                              "(on --eval, or top-1 disagreement with fp32 without it).")
 @click.option("--eval", "eval_dir", type=click.Path(path_type=Path),
               help="Labelled images (class subfolders) that --max-drop is measured on.")
+@click.option("--pe", help="FPGA boards: PE array ROWSxCOLS (tokens x outputs per cycle), e.g. 8x16. "
+                           "Default: the fastest that fits the board.")
+@click.option("--task", help="FPGA boards, multi-task models: the task the C-simulation verifies and the estimate "
+                             "prices (the accelerator takes any task at run time). Default: the first.")
 @click.option("--json", "as_json", is_flag=True, help="Print the manifest as JSON instead of a table.")
 def compile_cmd(model: str, device: str, backend: str, precision: str | None, weights: Path | None,
                 calib: Path | None, num_calib: int, num_verify: int, input_shape: str | None,
                 num_classes: int | None, output_root: Path, profile_dirs: tuple[Path, ...],
                 min_sqnr: float | None, min_cosine: float | None, threads: int, observer: str | None,
                 ptq_steps: str | None, fp32_layers: tuple[str, ...], max_drop: float | None,
-                eval_dir: Path | None, as_json: bool) -> None:
-    """Quantize, lower and verify MODEL (a zoo name or package.module:builder) for a device."""
+                eval_dir: Path | None, pe: str | None, task: str | None, as_json: bool) -> None:
+    """Quantize, lower and verify MODEL (a zoo name or package.module:builder) for a device.
+
+    For an FPGA board (kind fpga) it builds an HLS accelerator project instead, verified in C-simulation."""
     from ..compile import CompileOptions, compile_model
+    from ..devices import get_device
+
+    if get_device(device, list(profile_dirs)).kind == "fpga":
+        return _compile_fpga(model, device, weights, calib, num_verify, output_root, profile_dirs, pe, task,
+                             as_json)
+    if pe is not None or task is not None:
+        raise click.UsageError("--pe and --task apply to FPGA boards (see `edgevit devices`).")
 
     opts = CompileOptions(model=model, device=device, backend=backend, precision=precision, weights=weights,
                           calib=calib, num_calib=num_calib, num_verify=num_verify, input_shape=input_shape,
@@ -107,3 +120,34 @@ def _print_compile_summary(result) -> None:
         table.add_row(k, val)
     out.print(table)
     out.print(f"manifest: {result.out_dir / 'manifest.json'}")
+
+
+def _compile_fpga(model, device, weights, calib, num_verify, output_root, profile_dirs, pe, task, as_json) -> None:
+    from ..compile.fpga import FpgaOptions, compile_fpga
+
+    opts = FpgaOptions(model=model, device=device, weights=weights, task=task, pe=pe, calib=calib,
+                       num_verify=min(num_verify, 2), output_root=output_root, profile_dirs=list(profile_dirs))
+    with progress_display(enabled=not as_json) as progress:
+        out_dir, manifest = compile_fpga(opts, progress)
+    if as_json:
+        return print_json(manifest)
+    est, v = manifest["estimate"], manifest["verification"]
+    table = Table(title=f"{model} → {device} (HLS accelerator, {manifest['design']['pe_rows']}x"
+                        f"{manifest['design']['pe_cols']} PE @ {manifest['design']['clock_mhz']:g} MHz)",
+                  show_header=False)
+    table.add_column(style="bold")
+    table.add_column()
+    for key, value in [
+        ("project", f"{out_dir}/project  (weights.bin {manifest['weight_image']['bytes'] / 2**20:.2f} MB)"),
+        ("C-simulation", f"{v['layers_compared']} layers identical to the fixed-point reference on "
+                         f"{v['images']} image(s)"),
+        ("features vs fp32", f"cosine {min(v['feature_cosine_vs_fp32']):.6f}"),
+        ("task", f"{manifest['task']['name']} (run-time register)"),
+        ("estimated latency", f"{est['ms']:.3f} ms ({est['x_floor']:.2f}x the {est['floor_ms']:.3f} ms MAC floor)"),
+        ("resources", ", ".join(f"{k} {est['resources'][k]} ({est['utilisation'][k]:.0%})"
+                                for k in ("dsp", "bram36", "uram", "lut"))),
+        ("compile time", f"{manifest['compile_seconds']} s"),
+    ]:
+        table.add_row(key, value)
+    out.print(table)
+    out.print(f"manifest: {out_dir / 'manifest.json'}   report: {out_dir / 'report.md'}")

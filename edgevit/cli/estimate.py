@@ -25,17 +25,27 @@ from ._ui import out, print_json, profiles_option, progress_display
 @click.option("--measure-peaks", is_flag=True,
               help="host only: measure this machine's XNNPACK peaks once (GEMM microbenchmark) and keep them.")
 @profiles_option
+@click.option("--pe", help="FPGA boards: PE array ROWSxCOLS; default: the fastest that fits.")
+@click.option("--task", help="FPGA boards: the task whose expert routing is priced (default: the first).")
+@click.option("--weights", type=click.Path(path_type=Path), help="FPGA boards: checkpoint (routing depends on it).")
+@click.option("--png", type=click.Path(path_type=Path), help="FPGA boards: write the breakdown chart here.")
 @click.option("--json", "as_json", is_flag=True, help="Print the estimate as JSON.")
 def estimate_cmd(model: str, device: str, precision: str, backend: str, input_shape: str | None,
                  num_classes: int | None,
                  calibration: Path | None, calibration_dir: Path, measure_peaks: bool,
-                 profile_dirs: tuple[Path, ...], as_json: bool) -> None:
-    """Predicted latency of MODEL on DEVICE, in total and per model stage, with where each figure comes from."""
+                 profile_dirs: tuple[Path, ...], pe: str | None, task: str | None, weights: Path | None,
+                 png: Path | None, as_json: bool) -> None:
+    """Predicted latency of MODEL on DEVICE, in total and per model stage, with where each figure comes from.
+
+    On an FPGA board: cycles by layer kind (compute vs DDR), DSP/BRAM/URAM/LUT, and whether the design fits."""
     from .._io import atomic_write_json
     from ..devices import get_device
     from ..errors import EdgevitError
     from ..estimate import cost_backend, estimate
     from ..models import parse_input_shape
+
+    if get_device(device, list(profile_dirs)).kind == "fpga":
+        return _estimate_fpga(model, device, profile_dirs, pe, task, weights, png, as_json)
 
     shape = parse_input_shape(input_shape)
     with progress_display(enabled=not as_json) as progress:
@@ -113,3 +123,43 @@ def calibrate_cmd(roots: tuple[Path, ...], device: str, threads: int, output: Pa
     for note in passed:
         out.print(f"[yellow]passed over:[/] {note}")
     out.print(f"calibration: {output}")
+
+
+def _estimate_fpga(model, device, profile_dirs, pe, task, weights, png, as_json) -> None:
+    from ..compile.fpga import FpgaOptions, estimate_fpga, write_estimate_png
+
+    with progress_display(enabled=not as_json) as progress:
+        est = estimate_fpga(FpgaOptions(model=model, device=device, weights=weights, task=task, pe=pe,
+                                        num_calib=2, profile_dirs=list(profile_dirs)), progress)
+    if png is not None:
+        write_estimate_png(est, png)
+    if as_json:
+        return print_json(est)
+    out.print(f"[bold]{est['model']}[/] on [bold]{est['device']}[/] ({est['part']}, task {est['task']}), "
+              f"PE {est['pe']} "
+              f"@ {est['clock_mhz']:g} MHz ({est['pe_choice']}): [bold]{est['ms']:.3f} ms[/], {est['x_floor']:.3f}x "
+              f"the MAC floor ({est['floor_ms']:.3f} ms for {est['active_macs'] / 1e6:.1f} M active MACs)")
+    table = Table(title="cycles by layer kind")
+    for col in ("kind", "cycles", "compute", "DDR stall", "floor", "ms", "bound"):
+        table.add_column(col, justify="left" if col in ("kind", "bound") else "right")
+    for kind, k in est["by_kind"].items():
+        table.add_row(kind, f"{k['cycles']:.0f}", f"{k['compute_cycles']:.0f}", f"{k['ddr_stall_cycles']:.0f}",
+                      f"{k['floor_cycles']:.0f}", f"{k['ms']:.3f}", k["bound"])
+    out.print(table)
+    res = Table(title=f"resources (model, not synthesis); limit {est['utilisation_limit']:.0%}")
+    for col in ("resource", "design", "board", "use"):
+        res.add_column(col, justify="left" if col == "resource" else "right")
+    for key in ("dsp", "bram36", "uram", "lut"):
+        res.add_row(key, str(est["resources"][key]), str(est["board"][key]), f"{est['utilisation'][key]:.1%}")
+    out.print(res)
+    if est["candidates"]:
+        cands = Table(title="PE arrays considered")
+        for col in ("PE", "fits", "DSP", "BRAM36", "ms", "x floor"):
+            cands.add_column(col, justify="left" if col == "PE" else "right")
+        for c in est["candidates"]:
+            cands.add_row(c["pe"] + (" *" if c["pe"] == est["pe"] else ""), "yes" if c["fits"] else "no",
+                          str(c["dsp"]), str(c["bram36"]), f"{c['ms']:.3f}" if c["ms"] else "-",
+                          f"{c['x_floor']:.3f}" if c["x_floor"] else "-")
+        out.print(cands)
+    if png is not None:
+        out.print(f"chart: {png}")

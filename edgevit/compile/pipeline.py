@@ -167,6 +167,10 @@ class _Plan:
 def _plan(opts: CompileOptions) -> _Plan:
     """Names and settings: every check that needs no model, first."""
     profile = get_device(opts.device, opts.profile_dirs)
+    if profile.kind == "fpga":
+        raise EdgevitError(f"Device '{profile.name}' is an FPGA board: its compile builds an HLS accelerator project "
+                           "(edgevit.compile.fpga.compile_fpga, which `edgevit compile` calls for FPGA boards), not "
+                           "a CPU runtime artifact.")
     backend = get_backend(choose_backend(profile, opts.backend))
     precision = opts.precision or profile.compile.default_precision
     if precision not in backend.precisions:

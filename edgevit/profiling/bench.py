@@ -147,6 +147,10 @@ def _time_candidates(opts: BenchOptions, reference, shape: tuple[int, ...], cand
 def run_bench(opts: BenchOptions, progress: StageProgress | None = None) -> dict:
     progress = progress or SilentProgress()
     profile = get_device(opts.device, opts.profile_dirs)
+    if profile.kind == "fpga":
+        raise EdgevitError(f"Device '{profile.name}' is an FPGA board; `edgevit bench` times CPU runtimes here. "
+                           f"For the accelerator's latency use `edgevit estimate MODEL --device {profile.name}` "
+                           "(cycles from its schedule, the counts C-simulation makes).")
     backends = opts.backends or list(profile.compile.backends)
     for name in backends:
         if name not in profile.compile.backends:

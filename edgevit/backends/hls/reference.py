@@ -24,18 +24,11 @@ from dataclasses import asdict, dataclass, field
 import numpy as np
 
 from .convert import MoeVitGraph
-from .fixed import (
-    FixedFormat,
-    FixedOverflowError,
-    OverflowReport,
-    quantize,
-    quantize_checked,
-    requantize_checked,
-    round_shift,
-)
+from .fixed import FixedFormat, FixedOverflowError, OverflowReport, quantize_checked, requantize_checked, round_shift
 from .mathfn import EXP_FRAC, exp_neg, gelu, reciprocal, rsqrt
 
-__all__ = ["Formats", "FixedRun", "run_reference", "dump_names", "ATTN_ACC_EXTRA", "RECIP_FRAC", "RSQRT_FRAC"]
+__all__ = ["Formats", "FixedRun", "QuantizedWeights", "run_reference", "dump_names", "ATTN_ACC_EXTRA", "RECIP_FRAC",
+           "RSQRT_FRAC"]
 
 ATTN_ACC_EXTRA = 8    # attention accumulator: Fa + 8 fraction bits (|acc| <= l * |v|max: no int64 overflow)
 LN_MEAN_EXTRA = 8     # LayerNorm mean kept at Fa + 8 bits (its square fits int64 for act widths <= 24)
@@ -97,7 +90,7 @@ class FixedRun:
         return self.tensors["norm"].astype(np.float64) * fmt.lsb
 
 
-class _Quantized:
+class QuantizedWeights:
     """The graph's weights as raw integers in their formats (what the weight image holds)."""
 
     def __init__(self, graph: MoeVitGraph, formats: Formats):
@@ -119,7 +112,7 @@ def _param_kind(name: str) -> str:
 
 
 class _Reference:
-    def __init__(self, graph: MoeVitGraph, formats: Formats, params: _Quantized):
+    def __init__(self, graph: MoeVitGraph, formats: Formats, params: QuantizedWeights):
         self.g, self.f, self.p = graph, formats, params
         self.overflows: dict[str, OverflowReport] = {}
 
@@ -212,7 +205,9 @@ class _Reference:
     def run(self, patches: np.ndarray, task: int, expert_mask: np.ndarray) -> FixedRun:
         t: dict[str, np.ndarray] = {}
         a = self.f.act
-        x_in = quantize(patches, a)
+        x_in, report = quantize_checked(patches, a)
+        if not report.ok:
+            self.overflows["input patches"] = report
         x = t["embed"] = self.linear(x_in, "embed", "embed")
         routing = []
         moe_index = 0
@@ -253,13 +248,13 @@ def _div_round(a: np.ndarray, d: int) -> np.ndarray:
 
 
 def run_reference(graph: MoeVitGraph, patches: np.ndarray, task: int = 0, formats: Formats | None = None,
-                  expert_mask: np.ndarray | None = None, params: _Quantized | None = None) -> FixedRun:
+                  expert_mask: np.ndarray | None = None, params: QuantizedWeights | None = None) -> FixedRun:
     """One image (``patches``: (tokens, patch_dim) floats, class row zero) through the fixed-point model.
 
     ``expert_mask`` (moe layers, experts): which experts the task's weight image holds (None: all)."""
     formats = formats or Formats()
     formats.check(graph)
-    params = params or _Quantized(graph, formats)
+    params = params or QuantizedWeights(graph, formats)
     if expert_mask is None:
         expert_mask = np.ones((len(graph.moe_blocks), graph.num_experts), dtype=bool)
     return _Reference(graph, formats, params).run(patches, task, expert_mask)

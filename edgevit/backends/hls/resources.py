@@ -6,9 +6,10 @@ term is written out so a Vitis HLS report can be laid next to it:
 - DSP: each PE multiplies act x weight (24 x 16 fits one DSP48E2, 27 x 18) and, for attention, act x act
   (two DSPs when act is wider than 18 bits); LayerNorm's squares (``ln_lanes`` multipliers, two DSPs each);
   the exp / reciprocal / rsqrt / GELU units (a fixed 16).
-- Memory: every on-chip buffer split into the banks its loop reads in parallel (activations by the PE
-  rows, weight ping/pong by the PE columns); a bank costs whole BRAM36s (36 Kb) — or URAMs (288 Kb) for
-  banks of 64 Kb and more on boards that have URAM; banks under 1 Kb go to LUTRAM.
+- Memory: every on-chip buffer split into the banks its loop reads in parallel (activations by the PE rows,
+  weight ping/pong by the PE columns; input patches stream from DDR on their own port, unbuffered); a bank
+  costs whole BRAM36s (36 Kb), or URAMs (288 Kb) for banks of 64 Kb and more on boards that have URAM;
+  banks under 1 Kb go to LUTRAM.
 - LUT: per PE (accumulator, saturation), per column (epilogue: GELU interpolation, gate multiply), and the
   fixed units (LayerNorm, softmax, top-k, AXI masters and control).
 """
@@ -77,7 +78,6 @@ def estimate_resources(graph: MoeVitGraph, formats: Formats, design: Design, boa
         "attention out": (rows_per_bank * D * a, R),
         "hidden": (rows_per_bank * hidden * a, R),
         "moe accumulator": (rows_per_bank * D * 48, R),
-        "patches in": (rows_per_bank * graph.patch_dim * a, R),
         "gate weights": (T * max(graph.num_experts, 1) * formats.gate.width, 1),
     }
     table, bram, uram, lutram = {}, 0, 0, 0

@@ -39,14 +39,17 @@ class Schedule:
     def _load(self, nbytes: int) -> int:
         return PIPELINE["ddr_latency"] + _ceil(nbytes, self.design.ddr_bytes_per_cycle) if nbytes else 0
 
-    def linear(self, kind: str, layer: str, n: int, fan_in: int, out: int, bias_per_token: bool = False) -> None:
+    def linear(self, kind: str, layer: str, n: int, fan_in: int, out: int, bias_per_token: bool = False,
+               useful_rows: int | None = None) -> None:
+        """``useful_rows``: rows whose MACs count toward the floor (the class token's all-zero patch does not)."""
         d = self.design
         compute = _ceil(n, d.pe_rows) * fan_in + PIPELINE["linear_depth"]
         load = self._load(fan_in * d.pe_cols * 2 + (n if bias_per_token else 1) * d.pe_cols * 4)
         tiles = _ceil(out, d.pe_cols)
         for t in range(tiles):
             cols = min(d.pe_cols, out - t * d.pe_cols)
-            self.steps.append(Step(kind, layer, compute, load, n * fan_in * cols))
+            rows = n if useful_rows is None else useful_rows
+            self.steps.append(Step(kind, layer, compute, load, rows * fan_in * cols))
 
     def layernorm(self, layer: str, n: int, dim: int) -> None:
         compute = n * 2 * _ceil(dim, PIPELINE["ln_lanes"]) + PIPELINE["ln_depth"]
@@ -95,7 +98,7 @@ def schedule(graph: MoeVitGraph, design: Design, expert_tokens: list[list[int]],
     reference on calibration data)."""
     s = Schedule(design)
     T, D = graph.tokens, graph.dim
-    s.linear("linear", "embed", T, graph.patch_dim, D, bias_per_token=True)
+    s.linear("linear", "embed", T, graph.patch_dim, D, bias_per_token=True, useful_rows=T - 1)
     moe_index = 0
     for i, block in enumerate(graph.blocks):
         p = f"blocks.{i}"
