@@ -1,16 +1,20 @@
 """Every registered model passes the same checks; a family's own quirks live in test_<family>.py.
 
 - registry: each family has a micro variant and a representative; the training form runs on the meta device
-- state dict: keys and shapes equal timm 1.0.31's (every timm-named model); the family's checkpoint filter
-  passes the model's own layout through unchanged (every model)
+- state dict: keys and shapes equal timm 1.0.31's (every published model timm has; the others, e.g. M3ViT,
+  are skipped by asking timm, not by a list); the family's checkpoint filter passes the model's own layout
+  through unchanged (every model)
 - logits equal timm's at the default resolution, and at 64 and 100 px where the model takes any size
-  (one representative per family: a full-size forward is what costs)
+  (one representative per family that timm has: a full-size forward is what costs)
 - deploy form: equal to the training form within 1e-4 with non-trivial BatchNorm statistics, norm affines,
   layer scales, biases and bias tables; no BatchNorm, Dropout or bias-table parameter left; the training
   form untouched; deploying twice changes nothing (every model at 64 px, the representatives also at 224)
 - torch.export at the static shape: the deploy form exports without the ops XNNPACK would leave out or
   gathers, and the exported program computes the training form's logits (every micro variant, one per
   family; those that take any size also at 96 px, where TinyViT's windows pad)
+
+Outputs are (N, classes) logits, or dense maps (N, classes, H, W) (M3ViT's task heads); the default input
+may be non-square (``input_size``), so a size here is an int (square) or (H, W).
 - a model's own checkpoint round-trips through ``load_weights`` (every micro variant, .safetensors and .pth)
 """
 from __future__ import annotations
@@ -34,12 +38,13 @@ from edgevit.models import (
 )
 
 ALL = list_models()
-# edgevit's own 64-px, 10-class variants (edgevit/models/micro.py): no timm counterpart to compare with.
+# edgevit's own small variants (edgevit/models/micro.py, m3vit_micro): no timm counterpart to compare with.
 MICRO = [n for n in ALL if n.endswith("_micro")]
-TIMM_NAMES = [n for n in ALL if n not in MICRO]
+# Published configurations; those timm has are compared with it (_timm_counterpart).
+PUBLISHED = [n for n in ALL if n not in MICRO]
 # Each family's smallest published variant: the full-size checks that cost run on these.
 REPRESENTATIVE = {"efficientformer": "efficientformer_l1", "efficientformer_v2": "efficientformerv2_s0",
-                  "tiny_vit": "tiny_vit_5m_224", "shvit": "shvit_s1"}
+                  "tiny_vit": "tiny_vit_5m_224", "shvit": "shvit_s1", "m3vit": "m3vit_tiny"}
 SMALL = 64  # 2x2 tokens at the last stage: every code path, a fraction of the cost of 224
 
 # In the exported deploy form: a gather, an unfolded norm, or a split / expand that XNNPACK does not take
@@ -69,26 +74,41 @@ def _spec(name: str):
     return get_model_spec(name)
 
 
+def _timm_counterpart(timm, name: str) -> None:
+    """Skip a model timm does not have (a published architecture timm does not implement, such as M3ViT)."""
+    if not timm.is_model(name):
+        pytest.skip(f"{name}: no timm counterpart (timm {timm.__version__} has no model of that name)")
+
+
 def _takes_any_size(name: str) -> bool:
     return not _spec(name).fixed_input_size
 
 
-def _small(name: str) -> int:
+def _hw(size: int | tuple[int, int]) -> tuple[int, int]:
+    return (size, size) if isinstance(size, int) else tuple(size)
+
+
+def _native(name: str) -> tuple[int, int]:
+    """The registered input's (H, W)."""
+    return tuple(_spec(name).input_size[1:])
+
+
+def _small(name: str) -> int | tuple[int, int]:
     """64 px, unless the model has resolution-sized tables and no builder keyword to resize them."""
     spec = _spec(name)
-    return SMALL if _takes_any_size(name) or spec.img_size_kwarg else spec.resolution
+    return SMALL if _takes_any_size(name) or spec.img_size_kwarg else _native(name)
 
 
-def _build(name: str, size: int) -> nn.Module:
-    """The model for ``size`` x ``size`` inputs (rebuilt for it when its tables depend on the resolution)."""
+def _build(name: str, size: int | tuple[int, int]) -> nn.Module:
+    """The model for ``size`` inputs (rebuilt for it when its tables depend on the resolution)."""
     spec = _spec(name)
-    if spec.fixed_input_size and size != spec.resolution:
+    if spec.fixed_input_size and _hw(size) != _native(name):
         return create_model(name, **{spec.img_size_kwarg: size})
     return create_model(name)
 
 
-def _images(size: int, batch: int = 2) -> torch.Tensor:
-    return torch.randn(batch, 3, size, size, generator=torch.Generator().manual_seed(0))
+def _images(size: int | tuple[int, int], batch: int = 2) -> torch.Tensor:
+    return torch.randn(batch, 3, *_hw(size), generator=torch.Generator().manual_seed(0))
 
 
 def _call_functions(program: torch.export.ExportedProgram) -> set[str]:
@@ -100,10 +120,10 @@ def _call_functions(program: torch.export.ExportedProgram) -> set[str]:
 @pytest.mark.unit
 def test_every_family_has_a_micro_variant_and_a_representative():
     families = set(list_families())
-    assert {_spec(n).family for n in TIMM_NAMES} == families
+    assert {_spec(n).family for n in PUBLISHED} == families
     assert {_spec(n).family for n in MICRO} == families
     assert set(REPRESENTATIVE) == families
-    assert all(_spec(name).family == family and name in TIMM_NAMES for family, name in REPRESENTATIVE.items())
+    assert all(_spec(name).family == family and name in PUBLISHED for family, name in REPRESENTATIVE.items())
 
 
 @pytest.mark.unit
@@ -113,14 +133,15 @@ def test_training_form_runs_on_the_meta_device(name):
     spec = _spec(name)
     with torch.device("meta"):
         out = create_model(name).eval()(torch.empty(1, *spec.input_size))
-    assert out.shape == (1, spec.num_classes)
+    assert out.shape[:2] == (1, spec.num_classes)  # logits, or a dense (1, classes, H, W) map
 
 
 # ------------------------------------------------------------------------------------------- state dict
 
 @pytest.mark.unit
-@pytest.mark.parametrize("name", TIMM_NAMES)
+@pytest.mark.parametrize("name", PUBLISHED)
 def test_state_dict_layout_matches_timm(name, timm):
+    _timm_counterpart(timm, name)
     spec = _spec(name)
     with torch.device("meta"):
         ours = create_model(name)
@@ -139,7 +160,8 @@ def test_family_checkpoint_filter_passes_the_own_layout_through(name):
     with torch.device("meta"):
         model = create_model(name)
     state = model.state_dict()
-    converted = _spec(name).family_spec.checkpoint_filter(dict(state), model)
+    filter_fn = _spec(name).family_spec.checkpoint_filter  # None: the family has one layout, loaded as is
+    converted = dict(state) if filter_fn is None else filter_fn(dict(state), model)
     assert converted.keys() == state.keys()
     assert {k: tuple(v.shape) for k, v in converted.items()} == {k: tuple(v.shape) for k, v in state.items()}
     model.load_state_dict(converted, strict=True)
@@ -151,13 +173,14 @@ def test_family_checkpoint_filter_passes_the_own_layout_through(name):
 @pytest.mark.parametrize("family", sorted(REPRESENTATIVE))
 def test_logits_match_timm(family, timm):
     name = REPRESENTATIVE[family]
+    _timm_counterpart(timm, name)
     spec = _spec(name)
     torch.manual_seed(0)
     ref = randomize(timm.create_model(name, num_classes=spec.num_classes)).eval()
     ours = create_model(name).eval()
     ours.load_state_dict(ref.state_dict(), strict=True)
     # 64: TinyViT pads every window map; 100: maps that are not multiples of the window, nor of 2.
-    sizes = [spec.resolution] + ([64, 100] if _takes_any_size(name) else [])
+    sizes = [_native(name)] + ([64, 100] if _takes_any_size(name) else [])
     for size in sizes:
         x = _images(size)
         with torch.no_grad():
@@ -168,7 +191,7 @@ def test_logits_match_timm(family, timm):
 # ------------------------------------------------------------------------------------------ deploy form
 
 DEPLOY_CASES = ([(name, _small(name)) for name in ALL]
-                + [(name, _spec(name).resolution) for name in REPRESENTATIVE.values()])
+                + [(name, _native(name)) for name in REPRESENTATIVE.values()])
 
 
 @pytest.mark.unit
@@ -184,7 +207,7 @@ def test_deploy_form_matches_training_form(name, size):
     with torch.no_grad():
         out = fused(x)
         torch.testing.assert_close(out, ref, rtol=1e-4, atol=1e-4)
-        assert out.shape == (2, spec.num_classes)
+        assert out.shape[:2] == (2, spec.num_classes)
         assert torch.equal(model(x), ref)  # deploy works on a copy
         torch.testing.assert_close(deploy(fused)(x), out)  # deploying a deployed model changes nothing
     assert not any(isinstance(m, nn.modules.batchnorm._BatchNorm) for m in fused.modules())
@@ -200,7 +223,7 @@ def test_deploy_form_matches_training_form(name, size):
 
 # One variant per family: what export takes is the family's block types, which its micro variant has (the
 # full-size models are exported by the compile tests: test_compile.py, test_litert.py, test_efficientformer.py).
-EXPORT_CASES = ([(name, _spec(name).resolution) for name in MICRO]
+EXPORT_CASES = ([(name, _native(name)) for name in MICRO]
                 + [(name, 96) for name in MICRO if _takes_any_size(name)])
 
 
@@ -235,6 +258,6 @@ def test_own_checkpoint_round_trips_through_load_weights(tmp_path, name, suffix)
         torch.save({"model": source.state_dict()}, path)
     target = create_model(name).eval()
     assert len(load_weights(target, path)) == 64  # the file's sha256, for the manifest
-    x = _images(_spec(name).resolution, batch=1)
+    x = _images(_native(name), batch=1)
     with torch.no_grad():
         assert torch.equal(target(x), source(x))

@@ -13,7 +13,8 @@ class Agreement:
     sqnr_db: float          # 10 log10(|ref|^2 / |ref - out|^2) over all logits
     max_abs_error: float
     cosine: float           # mean over samples of cos(ref_i, out_i)
-    top1_agreement: float   # fraction of samples with the same argmax
+    top1_agreement: float   # fraction with the same argmax over the class dim (dim 1): per sample for
+                            # (N, classes) logits, per position for dense maps (N, classes, H, W)
     samples: int
 
     def as_dict(self) -> dict:
@@ -45,12 +46,13 @@ DEFAULT_THRESHOLDS = {
 
 
 def compare_outputs(reference: torch.Tensor, output: torch.Tensor) -> Agreement:
-    ref = reference.detach().double().flatten(1)
-    out = output.detach().double().flatten(1)
+    """SQNR and max error over everything, cosine per sample (all its outputs), top-1 over dim 1."""
+    ref, out = reference.detach().double(), output.detach().double()
+    top1 = (ref.argmax(1) == out.argmax(1)).double().mean()
+    ref, out = ref.flatten(1), out.flatten(1)
     noise = (ref - out).pow(2).sum()
     signal = ref.pow(2).sum()
     sqnr = float("inf") if noise == 0 else float(10 * torch.log10(signal / noise))
     cosine = torch.nn.functional.cosine_similarity(ref, out, dim=1).mean()
-    top1 = (ref.argmax(1) == out.argmax(1)).double().mean()
     return Agreement(sqnr_db=sqnr, max_abs_error=float((ref - out).abs().max()), cosine=float(cosine),
                      top1_agreement=float(top1), samples=ref.shape[0])

@@ -147,7 +147,8 @@ class StaticTopKGate(nn.Module):
         rank_i = i + sum_{j > i} [l_j > l_i] - sum_{j < i} [l_j < l_i]
 
     Every indicator is ``ceil(relu(d))`` of a difference ``d`` masked to one triangle with ``minimum``
-    (exactly 0 or 1; ``clamp`` would be LiteRT's RELU_0_TO_1, which its XNNPACK delegate does not take); the sum is a 4-D mean (XNNPACK's one reduce); the weights are the softmax
+    (exactly 0 or 1; ``clamp`` would be LiteRT's RELU_0_TO_1, which its XNNPACK delegate does not take);
+    the sum is a 4-D mean (XNNPACK's one reduce); the weights are the softmax
     over all experts with the unselected ones zeroed by ``minimum(p, selected)`` and renormalised by one
     division. Intermediates are 0/1 flags, ranks / E and probabilities: int8 represents them exactly (or
     to 1/255), unlike a -inf mask. Returns ``E * weights`` (the consumer folds the 1/E: one division less).
@@ -166,9 +167,9 @@ class StaticTopKGate(nn.Module):
 
     def forward(self, logits: torch.Tensor) -> torch.Tensor:
         T, E = logits.shape
-        d = logits.reshape(T, 1, E) - logits.reshape(T, E, 1)                 # d[t, i, j] = l_j - l_i
-        above = torch.minimum(torch.ceil(torch.relu(d)), self.upper)          # j > i and l_j > l_i
-        below = torch.minimum(torch.ceil(torch.relu(-d)), self.lower)         # j < i and l_j < l_i
+        rows, cols = logits.reshape(T, E, 1), logits.reshape(T, 1, E)
+        above = torch.minimum(torch.ceil(torch.relu(cols - rows)), self.upper)   # j > i and l_j > l_i
+        below = torch.minimum(torch.ceil(torch.relu(rows - cols)), self.lower)   # j < i and l_j < l_i
         rank = (above - below).reshape(T, E, 1, E).mean((2, 3), keepdim=True).reshape(T, E)  # (rank_i - i) / E
         # threshold - rank is in [(k - 0.5) / E - 1, (k - 0.5) / E] (never +-1): its ceil is 1 or 0 (or -0.)
         selected = torch.ceil(self.threshold - rank)                          # 1 for the top k, else 0
@@ -183,38 +184,41 @@ class DenseMoE(nn.Module):
     """Deploy form of :class:`MoE`: every expert runs on every token (static shapes), weighted by the gate.
 
     Same result as the sparse form (unselected experts get weight 0); k/E of the expert MACs are useful.
-    All experts' first layers are one (C -> E*H) linear; the gate scales each expert's hidden units, and
-    the second layers (and their biases, weighted by the gate) are one (E*H -> C) and one (E -> C) linear::
+    All experts' first layers are one (C -> E*(H+1)) linear, the gate scales each expert's hidden units,
+    and all second layers are one (E*(H+1) -> C) linear with no bias::
 
-        out = sum_e g_e (h_e W2_e + b2_e) = (g (x) h) W2 + g B2
+        out = sum_e g_e (h_e W2_e + b2_e) = (g (x) [h, c]) [W2; B2 / c]
 
-    so the experts are two GEMMs that int8 quantizes like any linear, and no reduction over experts is left.
+    Unit H+1 of each expert is a constant ``c = gelu(1)`` (zero weights, bias 1) that carries the expert's
+    output bias through the same linear, so no reduction over experts and no bias add is left: the experts
+    are two GEMMs that int8 quantizes like any linear (a separate ``g @ B2`` add would meet an int8 add of a
+    near-constant tensor, which XNNPACK refuses when the biases are all zero).
     """
 
     def __init__(self, moe: MoE):
         super().__init__()
         E, C, H = moe.fc1_weight.shape
-        self.num_experts, self.top_k, self.hidden = E, moe.top_k, H
+        self.num_experts, self.top_k, self.hidden = E, moe.top_k, H + 1
         self.gate = moe.gates[moe.task]
         self.router = StaticTopKGate(E, moe.top_k)
         w1, b1 = moe.fc1_weight.detach(), moe.fc1_bias.detach()
         w2, b2 = moe.fc2_weight.detach(), moe.fc2_bias.detach()
-        self.fc1 = nn.Linear(C, E * H).to(w1)
-        self.fc1.weight.data.copy_(w1.permute(0, 2, 1).reshape(E * H, C))
-        self.fc1.bias.data.copy_(b1.reshape(E * H))
+        one = torch.ones(E, 1, dtype=b1.dtype, device=b1.device)
+        constant = F.gelu(one[0])                                                # what the bias unit outputs
+        self.fc1 = nn.Linear(C, E * (H + 1)).to(w1)
+        self.fc1.weight.data.copy_(torch.cat([w1.permute(0, 2, 1), w1.new_zeros(E, 1, C)], dim=1)
+                                   .reshape(E * (H + 1), C))
+        self.fc1.bias.data.copy_(torch.cat([b1, one], dim=1).reshape(E * (H + 1)))
         # The router returns E * weights: the 1/E lives here.
-        self.fc2 = nn.Linear(E * H, C, bias=False).to(w2)
-        self.fc2.weight.data.copy_(w2.reshape(E * H, C).t() / E)
-        self.expert_bias = nn.Linear(E, C, bias=False).to(b2)
-        self.expert_bias.weight.data.copy_(b2.t() / E)
+        self.fc2 = nn.Linear(E * (H + 1), C, bias=False).to(w2)
+        self.fc2.weight.data.copy_(torch.cat([w2, b2[:, None, :] / constant], dim=1).reshape(E * (H + 1), C).t() / E)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         B, N, C = x.shape
         T, E = B * N, self.num_experts
         gate = self.router(self.gate(x).reshape(T, E))                                   # (T, E), E * weights
         h = F.gelu(self.fc1(x)).reshape(T, E, self.hidden) * gate.reshape(T, E, 1)
-        out = self.fc2(h.reshape(T, E * self.hidden)) + self.expert_bias(gate)
-        return out.reshape(B, N, C)
+        return self.fc2(h.reshape(T, E * self.hidden)).reshape(B, N, C)
 
 
 class Block(nn.Module):
