@@ -5,6 +5,7 @@ and nothing written."""
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -199,3 +200,31 @@ def test_estimate_picks_a_pe_array_that_fits_and_explains_its_cycles(capsys):
     assert set(est["by_kind"]) == {"linear", "attention", "layernorm", "gate", "expert"}
     assert all(k["bound"] in ("compute", "DDR") for k in est["by_kind"].values())
     assert est["x_floor"] >= 1.0
+
+
+@pytest.mark.integration
+def test_the_wheel_carries_the_hls_sources_and_finds_them_installed(tmp_path):
+    """What compile reads at run time (kernels, templates, FPGA board profiles) is inside the wheel, and an
+    installed (unpacked) package finds its own copy, not the source checkout's."""
+    import os
+    import subprocess
+    import sys
+    import zipfile
+
+    repo = Path(__file__).resolve().parents[1]
+    subprocess.run([sys.executable, "-m", "pip", "wheel", str(repo), "--no-deps", "-q", "-w", str(tmp_path)],
+                   check=True, capture_output=True, timeout=600)
+    wheel = next(tmp_path.glob("edgevit-*.whl"))
+    with zipfile.ZipFile(wheel) as zf:
+        names = set(zf.namelist())
+        zf.extractall(tmp_path / "site")
+    for name in ("edgevit/_hls/include/edgevit/moe_vit.h", "edgevit/_hls/include/edgevit/fixed_math.h",
+                 "edgevit/_hls/templates/moe_vit_top.cpp", "edgevit/_hls/templates/tb_moe_vit.cpp",
+                 "edgevit/_profiles/zcu102.yaml"):
+        assert name in names, name
+    probe = ("from edgevit.backends.hls.toolchain import hls_root; from edgevit.devices import get_device; "
+             "print(hls_root()); print(get_device('kv260').fpga.part)")
+    done = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, timeout=300, check=True,
+                          cwd=tmp_path, env={**os.environ, "PYTHONPATH": str(tmp_path / "site")})
+    root, part = done.stdout.split()[-2:]
+    assert root == str(tmp_path / "site" / "edgevit" / "_hls") and part.startswith("xck26")
