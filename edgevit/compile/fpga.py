@@ -8,6 +8,7 @@ the reference; final features vs fp32) -> manifest, report, estimate table + PNG
 """
 from __future__ import annotations
 
+import shutil
 import tempfile
 import time
 from dataclasses import dataclass, field
@@ -56,6 +57,7 @@ class FpgaOptions:
     profile_dirs: list[Path] = field(default_factory=list)
     formats: Formats = field(default_factory=Formats)
     prune_experts: bool = True
+    hls4ml_heads: bool = False              # also build every task head with hls4ml (QONNX route), verified
 
 
 @dataclass
@@ -316,6 +318,7 @@ def compile_fpga(opts: FpgaOptions, progress: StageProgress | None = None) -> tu
             feats = ref.features(formats.act).reshape(-1)
             f32 = fp32[i].reshape(-1)
             cosines.append(float(feats @ f32 / (np.linalg.norm(feats) * np.linalg.norm(f32))))
+        heads = _hls4ml_heads(graph, formats, scratch / "hls4ml", result, patches, plan) if opts.hls4ml_heads else None
         if min(cosines) < MIN_FEATURE_COSINE:
             raise VerificationError(f"The fixed-point design matches its reference bit for bit, but its final "
                                     f"features are off fp32: cosine {min(cosines):.5f} < {MIN_FEATURE_COSINE}. "
@@ -346,6 +349,7 @@ def compile_fpga(opts: FpgaOptions, progress: StageProgress | None = None) -> tu
                 "csim_cycles": [r["total"] for r in result.cycles],
                 "expert_load_histogram": [r["expert_tokens"] for r in result.cycles]},
             "estimate": _estimate_record(plan),
+            **({"hls4ml_heads": heads} if heads is not None else {}),
             "tool_versions": {"g++": gxx_version(), "edgevit": _version()},
             "compile_seconds": round(time.perf_counter() - started, 1),
         }
@@ -356,10 +360,35 @@ def compile_fpga(opts: FpgaOptions, progress: StageProgress | None = None) -> tu
             (tmp / "weights.bin").write_bytes(image.data())
             atomic_write_json(tmp / "weights.json", {"axi_bits": design.axi_bits, "tensors": image.tensors,
                                                      "formats": formats.as_dict()})
+            if heads is not None:
+                for task_name in heads["tasks"]:
+                    shutil.copytree(scratch / "hls4ml" / task_name, tmp / "project" / "hls4ml_heads" / task_name,
+                                    ignore=shutil.ignore_patterns("*.so", "*.o"))
             atomic_write_json(tmp / "manifest.json", manifest)
             atomic_write_text(tmp / "report.md", render_fpga_report(manifest["estimate"], manifest))
             write_estimate_png(manifest["estimate"], tmp / "estimate.png")
     return out_dir, manifest
+
+
+def _hls4ml_heads(graph, formats, folder: Path, result, patches, plan) -> dict:
+    """Every task head through hls4ml (Brevitas QuantLinear, power-of-two scales -> QONNX -> hls4ml), its C-sim
+    compared with the features C-simulation produced, bit for bit, against the reference's head."""
+    from ..backends.hls.hls4ml_heads import convert_head
+
+    record = {"route": "qonnx", "tasks": {}}
+    for t, (name, _) in enumerate(graph.tasks):
+        head = convert_head(graph, t, formats, folder / name).compile()
+        worst = 0
+        for i, raw_patches in enumerate(patches):
+            ref = run_reference(graph, raw_patches, t, formats, plan.expert_masks[t], plan.params)
+            got = head.predict(ref.tensors["norm"])
+            worst = max(worst, int(np.abs(got - ref.tensors["head"]).max()))
+        if worst:
+            raise VerificationError(f"hls4ml's head for task {name} differs from the reference by up to {worst} "
+                                    "LSB; nothing was written.")
+        record["tasks"][name] = {"precisions": head.precisions, "max_lsb_difference": worst,
+                                 "folder": f"project/hls4ml_heads/{name}"}
+    return record
 
 
 def _version() -> str:
