@@ -318,7 +318,7 @@ def compile_fpga(opts: FpgaOptions, progress: StageProgress | None = None) -> tu
             feats = ref.features(formats.act).reshape(-1)
             f32 = fp32[i].reshape(-1)
             cosines.append(float(feats @ f32 / (np.linalg.norm(feats) * np.linalg.norm(f32))))
-        heads = _hls4ml_heads(graph, formats, scratch / "hls4ml", result, patches, plan) if opts.hls4ml_heads else None
+        heads = _hls4ml_heads(graph, formats, scratch / "hls4ml", patches, plan) if opts.hls4ml_heads else None
         if min(cosines) < MIN_FEATURE_COSINE:
             raise VerificationError(f"The fixed-point design matches its reference bit for bit, but its final "
                                     f"features are off fp32: cosine {min(cosines):.5f} < {MIN_FEATURE_COSINE}. "
@@ -370,7 +370,7 @@ def compile_fpga(opts: FpgaOptions, progress: StageProgress | None = None) -> tu
     return out_dir, manifest
 
 
-def _hls4ml_heads(graph, formats, folder: Path, result, patches, plan) -> dict:
+def _hls4ml_heads(graph, formats, folder: Path, patches, plan) -> dict:
     """Every task head through hls4ml (Brevitas QuantLinear, power-of-two scales -> QONNX -> hls4ml), its C-sim
     compared with the features C-simulation produced, bit for bit, against the reference's head."""
     from ..backends.hls.hls4ml_heads import convert_head
@@ -379,7 +379,7 @@ def _hls4ml_heads(graph, formats, folder: Path, result, patches, plan) -> dict:
     for t, (name, _) in enumerate(graph.tasks):
         head = convert_head(graph, t, formats, folder / name).compile()
         worst = 0
-        for i, raw_patches in enumerate(patches):
+        for raw_patches in patches:
             ref = run_reference(graph, raw_patches, t, formats, plan.expert_masks[t], plan.params)
             got = head.predict(ref.tensors["norm"])
             worst = max(worst, int(np.abs(got - ref.tensors["head"]).max()))
