@@ -19,6 +19,7 @@ from . import (  # noqa: F401  (each registers its commands on the group)
     profile,
     qat,
     quant_report,
+    worker,
     zoo,
 )
 from ._group import cli
