@@ -106,20 +106,23 @@ class Fpga(_Strict):
     dsp_kind: str = "DSP48E2"
     bram36_kbits: int = Field(default=36, gt=0)
     uram_kbits: int = Field(default=288, gt=0)
-    axi: FpgaAxi
-    ddr: FpgaDdr
+    axi: FpgaAxi | None = Field(description="AXI ports into the PS's DDR; None on a board without a PS (the open "
+                                "flow's ECP5 / iCE40 boards), which the HLS accelerator cannot target")
+    ddr: FpgaDdr | None = Field(description="the DRAM the accelerator reads; None where it has none it can use")
     pynq: bool = Field(description="the board runs PYNQ (`edgevit flash` loads an Overlay there)")
     openfpgaloader_board: str | None = Field(default=None, description="openFPGALoader's --board name, if it has one")
     vivado_board_part: str | None = Field(default=None, description='e.g. "xilinx.com:zcu102:part0:3.4"')
 
     def summary(self) -> str:
-        return (f"{self.dsp} DSP, {self.bram36} BRAM36, {self.uram} URAM, {self.lut / 1000:.0f}k LUT "
-                f"@ {self.clock_mhz:g} MHz")
+        return (f"{self.dsp} {self.dsp_kind}, {self.bram36} BRAM{self.bram36_kbits}, {self.uram} URAM, "
+                f"{self.lut / 1000:.0f}k LUT @ {self.clock_mhz:g} MHz")
 
 
 class CompileSettings(_Strict):
-    backends: list[str] = Field(min_length=1, description="registered backend names (edgevit.backends)")
-    preferred_backend: str
+    backends: list[str] = Field(description="registered backend names (edgevit.backends); empty only on an FPGA "
+                                            "board that no backend compiles a model for (the open flow's boards: "
+                                            "`edgevit rtl build`)")
+    preferred_backend: str | None = Field(description="one of backends; None when backends is empty")
     delegate: Literal["xnnpack"] | None = Field(
         default="xnnpack", description="the CPU runtimes' delegate; None on an FPGA board (nothing to delegate to)")
     default_precision: Precision = "int8"
@@ -135,6 +138,8 @@ class CompileSettings(_Strict):
         if unknown:
             raise ValueError(f"backend(s) {', '.join(unknown)} are not registered; edgevit has "
                              f"{', '.join(known)}")
+        if not self.backends and self.preferred_backend is None:
+            return self
         if self.preferred_backend not in self.backends:
             raise ValueError(f"preferred_backend '{self.preferred_backend}' is not in backends {self.backends}")
         return self
@@ -146,7 +151,7 @@ class DeviceProfile(_Strict):
     kind: Literal["phone", "board", "desktop", "fpga"]
     os: str
     soc: str
-    cpu: Cpu
+    cpu: Cpu | None = Field(description="the host CPU; None only for an FPGA board without one (iCEBreaker)")
     gpu: str | None = None
     npu: str | None = None
     memory: Memory
@@ -185,12 +190,26 @@ class DeviceProfile(_Strict):
                              "(leave it out)")
         return compile_
 
+    @model_validator(mode="after")
+    def _only_fpga_boards_go_without(self) -> DeviceProfile:
+        """A CPU device needs its CPU and a backend; the HLS backend needs AXI ports into DDR."""
+        if self.kind != "fpga":
+            if self.cpu is None:
+                raise ValueError(f"field 'cpu' is required for kind '{self.kind}' (only an FPGA board may leave it null)")
+            if not self.compile.backends:
+                raise ValueError(f"compile.backends is empty; kind '{self.kind}' needs at least one backend")
+        elif "hls" in self.compile.backends and self.fpga is not None and (self.fpga.axi is None or
+                                                                          self.fpga.ddr is None):
+            raise ValueError("backend 'hls' streams weights over AXI ports into DDR: fpga.axi and fpga.ddr are "
+                             "required (a board without a PS builds with `edgevit rtl build`; list no backends)")
+        return self
+
     def summary_row(self) -> dict[str, str]:
         """One compact table row (the full facts are in ``edgevit devices --json``)."""
-        clocks = [c.ghz for c in self.cpu.clusters if c.ghz]
-        cpu = f"{self.cpu.cores} cores" + (f" ≤{max(clocks):g} GHz" if clocks else "")
+        clocks = [c.ghz for c in self.cpu.clusters if c.ghz] if self.cpu else []
+        cpu = (f"{self.cpu.cores} cores" + (f" ≤{max(clocks):g} GHz" if clocks else "")) if self.cpu else "-"
         backends = ", ".join(b + ("*" if b == self.compile.preferred_backend else "")
-                             for b in self.compile.backends)
+                             for b in self.compile.backends) or "- (edgevit rtl build)"
         accelerators = " / ".join(x.split(" (")[0] for x in (self.gpu, self.npu) if x) or "-"
         if self.fpga is not None:  # the part and its fabric, in the same columns as the SoC and GPU/NPU
             accelerators = f"PL: {self.fpga.summary()}"

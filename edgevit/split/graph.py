@@ -162,7 +162,7 @@ def stage_modules(sg: SplitGraph, last_units: list[int]) -> list[fx.GraphModule]
                     if a.op != "get_attr":
                         raise EdgevitError(f"Stage {k} needs {a.name} from an earlier stage: not a valid cut.")
                     env[a] = graph.get_attr(a.target)
-            env[n] = graph.node_copy(n, lambda a: env[a])
+            env[n] = graph.node_copy(n, env.__getitem__)
         graph.output(_final_value(output, env) if k == len(last_units) - 1 else env[nodes[last_node]])
         module = fx.GraphModule(gm, graph)
         module.graph.lint()
