@@ -18,8 +18,8 @@ def test_builtin_profiles_validate():
     profiles = load_profiles()
     assert EXPECTED <= set(profiles)
     for p in profiles.values():
-        assert p.compile.preferred_backend in p.compile.backends
-        assert p.cpu.cores >= 1 and p.memory.ram_gb > 0 and p.compile.model_memory_mb > 0
+        assert p.compile.preferred_backend in p.compile.backends or (p.kind == "fpga" and not p.compile.backends)
+        assert (p.cpu is None or p.cpu.cores >= 1) and p.memory.ram_gb > 0 and p.compile.model_memory_mb > 0
     pixel8 = profiles["pixel8"]
     assert [c.ghz for c in pixel8.cpu.clusters] == [2.91, 2.37, 1.70]  # Tensor G3 clocks: Android Authority, 2023-10-03
     assert profiles["jetson-orin-nano"].memory.bandwidth_gbps == 102
@@ -92,7 +92,7 @@ def test_unknown_device_suggests_close_names():
 def test_fpga_boards_load_with_their_published_resources():
     profiles = load_profiles()
     fabric = {name: (p.fpga.part, p.fpga.dsp, p.fpga.bram36, p.fpga.uram, p.fpga.lut, p.fpga.ff)
-              for name, p in profiles.items() if p.kind == "fpga"}
+              for name, p in profiles.items() if name in FPGA_BOARDS}
     assert fabric == {  # DS891 (ZU9EG, ZU7EV), DS987 (K26)
         "zcu102": ("xczu9eg-ffvb1156-2-e", 2520, 912, 0, 274080, 548160),
         "zcu104": ("xczu7ev-ffvc1156-2-e", 1728, 312, 96, 230400, 460800),
@@ -180,3 +180,39 @@ def test_devices_command_lists_the_fpga_boards(capsys):
     assert main(["devices", "--json"]) == 0
     rows = {r["name"]: r for r in json.loads(capsys.readouterr().out)}
     assert rows["kv260"]["fpga"]["uram"] == 64 and rows["zcu104"]["fpga"]["ddr"]["gbps"] == 17.06
+
+
+OPEN_FLOW_BOARDS = {"ulx3s", "icebreaker"}
+
+
+def test_open_flow_boards_have_no_ps_and_no_backend():
+    """ULX3S (ECP5) and iCEBreaker (iCE40): no AXI/DDR, no model backend; `edgevit rtl build` targets them."""
+    profiles = load_profiles()
+    fabric = {name: (p.fpga.part, p.fpga.dsp, p.fpga.dsp_kind, p.fpga.bram36, p.fpga.bram36_kbits, p.fpga.uram,
+                     p.fpga.lut, p.fpga.openfpgaloader_board)
+              for name, p in profiles.items() if name in OPEN_FLOW_BOARDS}
+    assert fabric == {  # ECP5 family data sheet (LFE5U-85), iCE40 UltraPlus data sheet (UP5K)
+        "ulx3s": ("LFE5U-85F-6BG381C", 156, "MULT18X18D", 208, 18, 0, 83640, "ulx3s"),
+        "icebreaker": ("iCE40UP5K-SG48I", 8, "SB_MAC16", 30, 4, 0, 5280, "ice40_generic"),
+    }
+    for name in OPEN_FLOW_BOARDS:
+        p = profiles[name]
+        assert p.fpga.axi is None and p.fpga.ddr is None and not p.fpga.pynq
+        assert p.compile.backends == [] and p.compile.preferred_backend is None
+    assert profiles["icebreaker"].cpu is None and profiles["ulx3s"].fpga.clock_mhz == 25
+
+
+def test_hls_backend_needs_axi_and_ddr(tmp_path):
+    data = _fpga_profile(tmp_path, fpga__axi=None)
+    msg = _load_one(tmp_path, data)
+    assert "backend 'hls'" in msg and "fpga.axi and fpga.ddr are required" in msg
+
+
+def test_cpu_devices_need_a_cpu_and_a_backend(tmp_path):
+    data = _copy_profile(tmp_path, "rpi5", cpu=None)
+    data["name"] = "headless"
+    assert "field 'cpu' is required for kind 'board'" in _load_one(tmp_path, data)
+    data = _copy_profile(tmp_path, "rpi5", compile__backends=[], compile__preferred_backend=None)
+    data["name"] = "nobackend"
+    (tmp_path / "headless.yaml").unlink()
+    assert "needs at least one backend" in _load_one(tmp_path, data)

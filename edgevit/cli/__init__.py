@@ -19,6 +19,8 @@ from . import (  # noqa: F401  (each registers its commands on the group)
     profile,
     qat,
     quant_report,
+    rtl,
+    split,
     worker,
     zoo,
 )

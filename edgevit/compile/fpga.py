@@ -86,6 +86,10 @@ def _board(profile: DeviceProfile):
     if profile.kind != "fpga" or profile.fpga is None:
         raise EdgevitError(f"Device '{profile.name}' is a {profile.kind}, not an FPGA board; the HLS accelerator "
                            "targets boards of kind fpga (zcu102, zcu104, kv260; see `edgevit devices`).")
+    if profile.fpga.axi is None or profile.fpga.ddr is None or "hls" not in profile.compile.backends:
+        raise EdgevitError(f"Board '{profile.name}' ({profile.fpga.part}) has no processor system with DDR for the "
+                           "HLS accelerator to stream weights from; build the open-flow linear unit for it with "
+                           f"`edgevit rtl build --device {profile.name}`, or pick zcu102, zcu104 or kv260.")
     return profile.fpga
 
 

@@ -195,7 +195,7 @@ class DeviceProfile(_Strict):
         """A CPU device needs its CPU and a backend; the HLS backend needs AXI ports into DDR."""
         if self.kind != "fpga":
             if self.cpu is None:
-                raise ValueError(f"field 'cpu' is required for kind '{self.kind}' (only an FPGA board may leave it null)")
+                raise ValueError(f"field 'cpu' is required for kind '{self.kind}' (only an FPGA board may omit it)")
             if not self.compile.backends:
                 raise ValueError(f"compile.backends is empty; kind '{self.kind}' needs at least one backend")
         elif "hls" in self.compile.backends and self.fpga is not None and (self.fpga.axi is None or

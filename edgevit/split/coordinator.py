@@ -137,11 +137,12 @@ def _status(error) -> tuple[str, str]:
 def run_pipeline(plan_id: str, stages: list[StageArtifact], workers: list[str], inputs: torch.Tensor,
                  assignment: list[int] | None = None, window: int = 2, stall_timeout: float = 10.0,
                  link_delay_s: float = 0.0, threads: int = 1, load_timeout: float = 600.0,
-                 on_event: Callable[[str, dict], None] | None = None) -> RunReport:
+                 on_event: Callable[[str, dict], None] | None = None, load: bool = True) -> RunReport:
     """Run ``inputs`` (N images, each a batch-1 tensor row) through the stages.
 
     ``assignment[s]``: index into ``workers`` that runs stage ``s`` (default: stage s on worker s). ``on_event``
-    is called with ("image_done", {...}), ("worker_failed", {...}), ("recovered", {...}) as they happen."""
+    is called with ("image_done", {...}) and ("worker_failed", {...}) as they happen. ``load=False``: the
+    workers already hold the stages (loaded by an earlier run of the same plan)."""
     notify = on_event or (lambda kind, info: None)
     assignment = assignment or list(range(len(stages)))
     if len(assignment) != len(stages) or any(not 0 <= a < len(workers) for a in assignment):
@@ -149,11 +150,12 @@ def run_pipeline(plan_id: str, stages: list[StageArtifact], workers: list[str], 
                             f"{assignment}. Give one worker address per stage (or fewer stages).")
     events: queue.Queue = queue.Queue()
     conns = [_Worker(a, events, link_delay_s) for a in workers]
-    owner: list[_Worker | str] = [conns[a] for a in assignment]
+    owner: list[_Worker | str | None] = [conns[a] for a in assignment]
     local_runners: dict[int, object] = {}
     try:
         for s, stage in enumerate(stages):
-            _load(owner[s], plan_id, stage, threads, load_timeout)
+            if load:
+                _load(owner[s], plan_id, stage, threads, load_timeout)
         for c in conns:
             c.start()
         return _schedule(plan_id, stages, conns, owner, local_runners, inputs, window, stall_timeout, threads,
@@ -213,38 +215,47 @@ def _schedule(plan_id, stages, conns, owner, local_runners, inputs, window, stal
                 who.send(protos().Frame(seq=i, plan_id=plan_id, stage=s,
                                         tensor=encode(boundary[(i, s)], stages[s - 1].out_dtype if s else "float32")))
 
+    def reassign() -> dict:
+        """Every stage without a live owner goes to the least-loaded live worker (its artifact loaded there), or,
+        with none left, to the coordinator itself."""
+        moved = {}
+        for s, who in enumerate(owner):
+            if who is LOCAL or (who is not None and who.alive):
+                continue
+            while True:
+                live = [c for c in conns if c.alive]
+                if not live:
+                    local_runners[s] = get_backend(stages[s].backend).load(stages[s].data, threads=threads)
+                    owner[s] = LOCAL
+                    break
+                target = min(live, key=lambda c: sum(o is c for o in owner))
+                try:
+                    _load(target, plan_id, stages[s], threads, load_timeout)
+                except SplitRunError as e:
+                    fail(target, f"could not load stage {s}: {e}")
+                    continue
+                owner[s] = target
+                break
+            moved[s] = owner[s] if isinstance(owner[s], str) else owner[s].name
+        return moved
+
     def fail(worker: _Worker, reason: str) -> None:
         if not worker.alive:
             return
         detected = time.perf_counter()
         worker.close()
         lost = [s for s, o in enumerate(owner) if o is worker]
-        live = [c for c in conns if c.alive]
-        moved = {}
+        for fl, queue_ in zip(inflight, waiting):             # what it held goes back to the stage's queue
+            for i in sorted(i for i, (w, _) in fl.items() if w is worker):
+                del fl[i]
+                heapq.heappush(queue_, i)
         for s in lost:
-            resent = sorted(i for i, (w, _) in inflight[s].items() if w is worker)
-            for i in resent:
-                del inflight[s][i]
-                heapq.heappush(waiting[s], i)
-            target = min(live, key=lambda c: sum(o is c for o in owner)) if live else None
-            while target is not None:
-                try:
-                    _load(target, plan_id, stages[s], threads, load_timeout)
-                    break
-                except SplitRunError:
-                    target.close()
-                    live = [c for c in conns if c.alive]
-                    target = min(live, key=lambda c: sum(o is c for o in owner)) if live else None
-            if target is None:
-                local_runners[s] = get_backend(stages[s].backend).load(stages[s].data, threads=threads)
-                owner[s] = LOCAL
-            else:
-                owner[s] = target
-            moved[s] = owner[s] if isinstance(owner[s], str) else owner[s].name
-        record = {"worker": worker.name, "reason": reason, "stages": lost, "moved_to": moved,
-                  "at_s": round(detected - started, 4), "images_done_before": len(results),
-                  "recovery_s": round(time.perf_counter() - detected, 4)}
+            owner[s] = None
+        record = {"worker": worker.name, "reason": reason, "stages": lost, "at_s": round(detected - started, 4),
+                  "images_done_before": len(results)}
         failures.append(record)
+        record["moved_to"] = reassign()
+        record["recovery_s"] = round(time.perf_counter() - detected, 4)
         notify("worker_failed", record)
 
     while len(results) < n:
