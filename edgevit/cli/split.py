@@ -78,3 +78,97 @@ def plan_cmd(model: str, devices: str, link: str, objective: str, precision: str
     for d in plan["devices"]:
         out.print(f"{d['name']}: {d['basis']}: {d['figures']}")
     out.print(f"plan: {output} (id {plan['plan_id']})")
+
+
+@split_group.command("build")
+@click.argument("plan_file", type=click.Path(path_type=Path))
+@click.option("-o", "--output", "output_root", default=Path("out"), show_default=True,
+              type=click.Path(path_type=Path), help="Folder that receives MODEL-split-PLANID/.")
+@click.option("--weights", type=click.Path(path_type=Path), help="The checkpoint the plan was made with.")
+@click.option("--calib", type=click.Path(path_type=Path), help="Calibration images (int8 plans); default synthetic.")
+@click.option("--num-calib", default=16, show_default=True, type=click.IntRange(1))
+@click.option("--num-verify", default=4, show_default=True, type=click.IntRange(1),
+              help="Images the chain of stage artifacts is checked on against the whole model.")
+@click.option("--json", "as_json", is_flag=True, help="Print the split manifest as JSON.")
+def build_cmd(plan_file: Path, output_root: Path, weights: Path | None, calib: Path | None, num_calib: int,
+              num_verify: int, as_json: bool) -> None:
+    """One verified artifact per stage of PLAN_FILE (export once, cut, lower per device, verify the chain)."""
+    from ..split.artifacts import build_from_plan
+
+    with progress_display(enabled=not as_json) as progress:
+        out_dir, manifest = build_from_plan(plan_file, output_root, weights, calib, num_calib, num_verify, progress)
+    if as_json:
+        return print_json(manifest)
+    table = Table(title=f"{manifest['model']}: {len(manifest['stages'])} stage(s), plan {manifest['plan_id']}")
+    for col in ("stage", "device", "backend", "units", "in -> out", "boundary", "MB"):
+        table.add_column(col, justify="right" if col in ("stage", "MB") else "left")
+    for s in manifest["stages"]:
+        units = s["units"][0] + (f" .. {s['units'][-1]}" if len(s["units"]) > 1 else "")
+        table.add_row(str(s["index"]), s["device"], s["backend"], units,
+                      f"{'x'.join(map(str, s['in_shape']))} -> {'x'.join(map(str, s['out_shape']))}", s["out_dtype"],
+                      f"{s['size_bytes'] / 2**20:.2f}")
+    out.print(table)
+    v = manifest["verification"]
+    out.print(f"chain vs whole model: SQNR {v['sqnr_db']:.1f} dB, cosine {v['cosine']:.6f}, max abs "
+              f"{v['max_abs_error']:.3g}; written to {out_dir}")
+
+
+@split_group.command("run")
+@click.argument("target", type=click.Path(path_type=Path))
+@click.option("--workers", required=True, help="host:port of each worker (`edgevit worker`), one per stage, in order.")
+@click.option("--images", type=click.Path(path_type=Path), help="Folder of images (default: synthetic).")
+@click.option("--count", default=16, show_default=True, type=click.IntRange(1), help="Images to run.")
+@click.option("--artifacts", default=Path("out"), show_default=True, type=click.Path(path_type=Path),
+              help="Where `split build` wrote the build, when TARGET is a plan.json.")
+@click.option("--window", default=2, show_default=True, type=click.IntRange(1), help="Images in flight per stage.")
+@click.option("--stall-timeout", default=10.0, show_default=True, type=click.FloatRange(0.1),
+              help="Seconds without an answer before a worker counts as stalled.")
+@click.option("--link-delay-ms", default=0.0, show_default=True, type=click.FloatRange(0),
+              help="Added one-way delay per frame (emulates a link's latency).")
+@click.option("-o", "--output", type=click.Path(path_type=Path), help="Write the run report (JSON) here.")
+@click.option("--json", "as_json", is_flag=True, help="Print the run report as JSON.")
+def run_cmd(target: Path, workers: str, images: Path | None, count: int, artifacts: Path, window: int,
+            stall_timeout: float, link_delay_ms: float, output: Path | None, as_json: bool) -> None:
+    """Run images through a split build (TARGET: its folder, or the plan.json it was built from) on workers."""
+    from .._io import atomic_write_json
+    from ..data import Preprocess, load_image_folder, synthetic_images
+    from ..models import get_model_spec
+    from ..split.artifacts import load_build
+    from ..split.coordinator import run_pipeline
+
+    manifest, stages = load_build(target, artifacts)
+    addresses = [w.strip() for w in workers.split(",") if w.strip()]
+    if not addresses:
+        raise click.UsageError("--workers needs at least one host:port.")
+    spec = get_model_spec(manifest["model"]) if ":" not in manifest["model"] else None
+    shape = manifest["input_shape"]
+    pre = Preprocess.from_dict({**(spec.preprocessing() if spec else {"mean": [0.5] * 3, "std": [0.5] * 3,
+                                                                        "crop_pct": 1.0, "interpolation": "bilinear"}),
+                                "input_size": shape[1:]})
+    data = load_image_folder(images, pre, count, allow_fewer=True) if images else synthetic_images(pre, count)
+    assignment = [k % len(addresses) for k in range(len(stages))]
+    with progress_display(enabled=not as_json) as progress:
+        with progress.stage(f"{len(data)} images through {len(stages)} stage(s) on {len(addresses)} worker(s)",
+                            total=len(data)) as advance:
+            report = run_pipeline(manifest["plan_id"], stages, addresses, data.inputs, assignment, window,
+                                  stall_timeout, link_delay_ms / 1e3,
+                                  on_event=lambda kind, info: advance(1) if kind == "image_done" else None)
+    result = {**report.as_dict(), "model": manifest["model"], "source": data.source}
+    if all(o.ndim == 2 for o in report.outputs):   # classification logits: the predicted class per image
+        result["top1"] = [int(o.argmax(1)[0]) for o in report.outputs]
+    if output is not None:
+        atomic_write_json(output, result)
+    if as_json:
+        return print_json(result)
+    out.print(f"{len(report.outputs)} images in {report.seconds:.2f} s ({report.images_per_s:.2f} images/s), "
+              f"every one answered once, in order")
+    table = Table(title="stages")
+    for col in ("stage", "worker(s)", "compute ms (mean)"):
+        table.add_column(col)
+    for s in range(len(stages)):
+        who = sorted({h[s] for h in report.handled_by})
+        table.add_row(str(s), ", ".join(who), f"{result['stage_compute_ms'].get(s, 0):.2f}")
+    out.print(table)
+    for f in report.failures:
+        out.print(f"[yellow]worker failed:[/] {f['worker']} ({f['reason']}); stages {f['stages']} moved to "
+                  f"{f['moved_to']} in {f['recovery_s']:.3f} s")
