@@ -140,6 +140,7 @@ def test_compile_writes_a_verified_project(tmp_path):
     assert min(manifest["verification"]["feature_cosine_vs_fp32"]) >= 0.999
     assert manifest["task"]["name"] == "depth"
     assert manifest["formats"]["act"]["type"] == "ap_fixed<24,10,AP_RND,AP_SAT>"
+    assert manifest["formats_choice"].startswith("defaults")
     est = manifest["estimate"]
     assert est["fits"] and est["cycles"] >= est["floor_cycles"]
     offsets = json.loads((out / "weights.json").read_text())
@@ -180,6 +181,12 @@ def test_bad_inputs_exit_2_and_write_nothing(tmp_path, capsys):
     assert capsys.readouterr().err.strip()
     assert main(["compile", "shvit_micro", "--device", "zcu102", "-o", str(tmp_path)]) == 2
     assert "M3ViT" in capsys.readouterr().err
+    assert main([*base, "--device", "zcu102", "--fixed", "act=24"]) == 2
+    assert "is not CLASS=WIDTH.INT_BITS" in capsys.readouterr().err
+    assert main([*base, "--device", "zcu102", "--fixed", "acts=24.10"]) == 2
+    assert "unknown tensor class 'acts'" in capsys.readouterr().err
+    assert main([*base, "--device", "zcu102", "--fixed", "act=12.2"]) == 2
+    assert "tensor input patches overflows format ap_fixed<12,2" in capsys.readouterr().err
     with pytest.raises(FixedOverflowError,
                        match=r"tensor input patches overflows format ap_fixed<12,2,AP_RND,AP_SAT>: saw \["):
         compile_fpga(FpgaOptions(MICRO, "zcu102", output_root=tmp_path, num_calib=1,

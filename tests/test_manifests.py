@@ -40,7 +40,7 @@ def _json(capsys) -> dict:
 @pytest.mark.integration
 @pytest.mark.slow
 def test_compile_and_profile_manifests_match_the_artifact(name, tmp_path, capsys):
-    assert len(MICROS) == 4
+    assert len(MICROS) == 5
     out = tmp_path / "out"
     assert main(["compile", name, "--device", "host", "--backend", "executorch", "--precision", "fp32",
                  "--num-classes", str(CLASSES), "--num-verify", "2", "-o", str(out), "--json"]) == 0

@@ -166,3 +166,52 @@ def test_with_every_worker_gone_the_coordinator_runs_the_stages_itself(graph, st
     report = run_pipeline("plan-3", stages, workers.addresses, images, on_event=on_event)
     assert torch.allclose(torch.cat(report.outputs), _reference(graph, images), atol=1e-5)
     assert report.handled_by[-1] == [LOCAL] * 3
+
+
+@pytest.fixture
+def shaped_worker():
+    """A worker in its own network namespace behind a veth pair whose host side is shaped by `tc tbf` to 40 Mbit/s
+    (the kernel here has no netem; latency is the coordinator's --link-delay-ms interceptor instead)."""
+    ns, host_if, ns_if = "evsplit", "evsplit-h", "evsplit-n"
+    setup = [["ip", "netns", "add", ns],
+             ["ip", "link", "add", host_if, "type", "veth", "peer", "name", ns_if],
+             ["ip", "link", "set", ns_if, "netns", ns],
+             ["ip", "addr", "add", "10.77.0.1/30", "dev", host_if], ["ip", "link", "set", host_if, "up"],
+             ["ip", "netns", "exec", ns, "ip", "addr", "add", "10.77.0.2/30", "dev", ns_if],
+             ["ip", "netns", "exec", ns, "ip", "link", "set", ns_if, "up"],
+             ["ip", "netns", "exec", ns, "ip", "link", "set", "lo", "up"],
+             ["tc", "qdisc", "add", "dev", host_if, "root", "tbf", "rate", "40mbit", "burst", "32kbit",
+              "latency", "400ms"]]
+    subprocess.run(["ip", "netns", "del", ns], capture_output=True)
+    for cmd in setup:
+        done = subprocess.run(cmd, capture_output=True, text=True)
+        if done.returncode != 0:
+            subprocess.run(["ip", "netns", "del", ns], capture_output=True)
+            if os.environ.get("CI") and os.geteuid() == 0:
+                pytest.fail(f"`{' '.join(cmd)}` failed: {done.stderr.strip()}")
+            pytest.skip(f"network namespaces / tc not available here: `{' '.join(cmd)}`: {done.stderr.strip()}")
+    proc = subprocess.Popen(["ip", "netns", "exec", ns, sys.executable, "-m", "edgevit", "worker", "--listen",
+                             "10.77.0.2:0"], stdout=subprocess.PIPE, text=True)
+    line = proc.stdout.readline()
+    try:
+        assert line.startswith("edgevit worker listening on"), line
+        yield line.split()[-1]
+    finally:
+        proc.kill()
+        proc.wait(timeout=60)
+        subprocess.run(["ip", "netns", "del", ns], capture_output=True)
+
+
+@pytest.mark.emulated
+@pytest.mark.slow
+def test_a_stage_over_a_shaped_link_is_bounded_by_its_bandwidth(graph, shaped_worker):
+    """The whole model as one stage on the shaped worker: every image's 48 KiB input crosses the 40 Mbit/s link,
+    so the run cannot be faster than the bytes allow (a lower bound on time: no race with the machine's load)."""
+    from edgevit.split.build import build_stages as build
+
+    (whole,), _ = build(graph, [len(graph.units) - 1], ["executorch"], "fp32", num_calib=2, num_verify=2)
+    images = torch.randn(24, *graph.input_shape[1:], generator=torch.Generator().manual_seed(5))
+    report = run_pipeline("plan-shaped", [whole.artifact], [shaped_worker], images, window=4)
+    assert torch.allclose(torch.cat(report.outputs), _reference(graph, images), atol=1e-5)
+    sent_bits = images[0].numel() * 4 * 8 * len(images)
+    assert report.seconds >= 0.9 * sent_bits / 40e6

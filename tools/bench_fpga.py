@@ -85,14 +85,14 @@ def csim_check(model, graph, images: torch.Tensor, design) -> dict:
             "cycles": [r["total"] for r in result.cycles]}
 
 
-def main() -> None:
+def main(argv: list[str] | None = None) -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--model", default="m3vit_tiny")
     ap.add_argument("--device", default="zcu102")
     ap.add_argument("--images", type=int, default=2)
     ap.add_argument("--skip-csim", action="store_true")
     ap.add_argument("--json", type=Path, help="also write the results here")
-    args = ap.parse_args()
+    args = ap.parse_args(argv)
     torch.manual_seed(0)
     model = create_model(args.model).eval()
     graph = convert_m3vit(model, args.model)

@@ -71,14 +71,14 @@ def run_build(folder: Path, images: torch.Tensor, workers: int, kill_after: int 
             "measured_ms": [measured.get(s) for s in range(len(stages))], "outputs": report.outputs}
 
 
-def main() -> None:
+def main(argv: list[str] | None = None) -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--model", default="efficientformer_l1")
     ap.add_argument("--precision", default="fp32")
     ap.add_argument("--images", type=int, default=24)
     ap.add_argument("--small", default="efficientformer_micro")
     ap.add_argument("--json", type=Path)
-    args = ap.parse_args()
+    args = ap.parse_args(argv)
     work = Path(tempfile.mkdtemp(prefix="bench-split-"))
     out: dict = {"model": args.model, "precision": args.precision}
 

@@ -47,6 +47,9 @@ from ._ui import out, print_json, profiles_option, progress_display
                            "Default: the fastest that fits the board.")
 @click.option("--task", help="FPGA boards, multi-task models: the task the C-simulation verifies and the estimate "
                              "prices (the accelerator takes any task at run time). Default: the first.")
+@click.option("--fixed", "fixed_formats", help="FPGA boards: ap_fixed formats per tensor class, CLASS=WIDTH.INT_BITS "
+                                              "comma-separated (act, weight, bias, norm, gate); default act=24.10,"
+                                              "weight=16.2,bias=32.12,norm=16.4,gate=17.1.")
 @click.option("--hls4ml-heads", is_flag=True, help="FPGA boards: also build the task heads with hls4ml "
                                                 "(Brevitas -> QONNX -> hls4ml), verified bit for bit.")
 @click.option("--json", "as_json", is_flag=True, help="Print the manifest as JSON instead of a table.")
@@ -55,7 +58,8 @@ def compile_cmd(model: str, device: str, backend: str, precision: str | None, we
                 num_classes: int | None, output_root: Path, profile_dirs: tuple[Path, ...],
                 min_sqnr: float | None, min_cosine: float | None, threads: int, observer: str | None,
                 ptq_steps: str | None, fp32_layers: tuple[str, ...], max_drop: float | None,
-                eval_dir: Path | None, pe: str | None, task: str | None, hls4ml_heads: bool, as_json: bool) -> None:
+                eval_dir: Path | None, pe: str | None, task: str | None, fixed_formats: str | None, hls4ml_heads: bool,
+                as_json: bool) -> None:
     """Quantize, lower and verify MODEL (a zoo name or package.module:builder) for a device.
 
     For an FPGA board (kind fpga) it builds an HLS accelerator project instead, verified in C-simulation."""
@@ -64,9 +68,9 @@ def compile_cmd(model: str, device: str, backend: str, precision: str | None, we
 
     if get_device(device, list(profile_dirs)).kind == "fpga":
         return _compile_fpga(model, device, weights, calib, num_verify, output_root, profile_dirs, pe, task,
-                             hls4ml_heads, as_json)
-    if pe is not None or task is not None or hls4ml_heads:
-        raise click.UsageError("--pe, --task and --hls4ml-heads apply to FPGA boards (see `edgevit devices`).")
+                             fixed_formats, hls4ml_heads, as_json)
+    if pe is not None or task is not None or hls4ml_heads or fixed_formats:
+        raise click.UsageError("--pe, --task, --fixed and --hls4ml-heads apply to FPGA boards (see `edgevit devices`).")
 
     opts = CompileOptions(model=model, device=device, backend=backend, precision=precision, weights=weights,
                           calib=calib, num_calib=num_calib, num_verify=num_verify, input_shape=input_shape,
@@ -124,13 +128,14 @@ def _print_compile_summary(result) -> None:
     out.print(f"manifest: {result.out_dir / 'manifest.json'}")
 
 
-def _compile_fpga(model, device, weights, calib, num_verify, output_root, profile_dirs, pe, task, hls4ml_heads,
-                  as_json) -> None:
+def _compile_fpga(model, device, weights, calib, num_verify, output_root, profile_dirs, pe, task, fixed_formats,
+                  hls4ml_heads, as_json) -> None:
+    from ..backends.hls.reference import Formats
     from ..compile.fpga import FpgaOptions, compile_fpga
 
     opts = FpgaOptions(model=model, device=device, weights=weights, task=task, pe=pe, calib=calib,
                        num_verify=min(num_verify, 2), output_root=output_root, profile_dirs=list(profile_dirs),
-                       hls4ml_heads=hls4ml_heads)
+                       hls4ml_heads=hls4ml_heads, formats=Formats.parse(fixed_formats))
     with progress_display(enabled=not as_json) as progress:
         out_dir, manifest = compile_fpga(opts, progress)
     if as_json:

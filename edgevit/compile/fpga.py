@@ -339,8 +339,8 @@ def compile_fpga(opts: FpgaOptions, progress: StageProgress | None = None) -> tu
                        "clock_mhz": plan.profile.fpga.clock_mhz},
             "design": design.as_dict(),
             "formats": formats.as_dict(),
-            "formats_choice": "defaults of edgevit.backends.hls.reference.Formats, chosen by tools/bench_fpga.py "
-                              "(error vs fp32 per candidate)",
+            "formats_choice": ("defaults of edgevit.backends.hls.reference.Formats, chosen by tools/bench_fpga.py "
+                               "(error vs fp32 per candidate)" if formats == Formats() else "given (--fixed)"),
             "weight_image": {"file": "weights.bin", "bytes": len(image.data()), "axi_bits": design.axi_bits,
                              "offsets_file": "weights.json",
                              "experts_kept": {graph.tasks[t][0]: plan.expert_masks[t].astype(int).tolist()

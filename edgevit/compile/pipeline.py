@@ -268,8 +268,8 @@ def _manifest(opts: CompileOptions, plan: _Plan, model: PreparedModel, lowered: 
                      "sha256": sha256_bytes(lowered.data),
                      "sidecars": {name: {"size_bytes": len(blob)} for name, blob in lowered.sidecars.items()}},
         "inputs": [{"name": "pixel_values", "shape": list(model.input_shape), "dtype": "float32"}],
-        "outputs": [{"name": "logits", "shape": [model.input_shape[0], model.num_classes]
-                     if model.num_classes else None, "dtype": "float32"}],
+        "outputs": [{"name": "logits", "shape": list(model.output_shape) if model.output_shape else None,
+                     "dtype": "float32"}],
         "preprocessing": preprocess.describe(),
         "tool_versions": _tool_versions(backend.versions()),
         "compile_seconds": round(time.perf_counter() - started, 1),

@@ -31,9 +31,10 @@ class PreparedModel:
     deployed: nn.Module                        # deploy(reference): fused inference form
     example: torch.Tensor                      # zeros of input_shape
     input_shape: tuple[int, int, int, int]     # static (N, C, H, W)
-    num_classes: int | None                    # the built model's output width (None: not (N, K) logits)
+    num_classes: int | None                    # classes: K of (N, K) logits, C of (N, C, H, W) dense maps
     preprocessing: dict                        # the manifest's preprocessing block
     weights: dict                              # the manifest's weights block: {"source", "sha256"}
+    output_shape: tuple[int, ...] | None = None  # what the built model returns at input_shape
 
 
 def prepare_model(ref: str, input_shape: Sequence[int] | str | None = None, num_classes: int | None = None,
@@ -62,5 +63,6 @@ def prepare_model(ref: str, input_shape: Sequence[int] | str | None = None, num_
     return PreparedModel(
         name=resolved.name, family=resolved.family, spec=resolved.spec, reference=reference, deployed=deployed,
         example=torch.zeros(resolved.input_shape), input_shape=tuple(resolved.input_shape),
-        num_classes=out[-1] if out is not None and len(out) == 2 else None,
+        num_classes=out[1] if out is not None and len(out) in (2, 4) else None,
+        output_shape=tuple(out) if out is not None else None,
         preprocessing=resolved.preprocessing, weights=record)

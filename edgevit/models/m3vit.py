@@ -418,7 +418,22 @@ def count_active_macs(model: M3ViT, expert_tokens: list[list[int]] | None = None
 # Registry
 # --------------------------------------------------------------------------------------------------
 
-_FAMILY = register_family("m3vit", paper="arXiv:2210.14793 (M3ViT); arXiv:2305.18691 (Edge-MoE)")
+def checkpoint_filter_fn(state_dict: dict, model: nn.Module) -> dict:
+    """Unwrap training wrappers (``module.`` from DDP, ``backbone.`` from multi-task trainers); every other key
+    is passed on as is, so a checkpoint of another model still fails ``load_weights`` with its key lists."""
+    del model
+    out = {}
+    for key, value in state_dict.items():
+        for prefix in ("module.", "backbone."):
+            if key.startswith(prefix):
+                key = key[len(prefix):]
+        out[key] = value
+    return out
+
+
+# The first attention block after the patch embedding is where conv features meet attention (Q-HyViT's bridge).
+_FAMILY = register_family("m3vit", bridge_module="DeployBlock", checkpoint_filter=checkpoint_filter_fn,
+                          paper="arXiv:2210.14793 (M3ViT); arXiv:2305.18691 (Edge-MoE)")
 _CFG = dict(family="m3vit", num_classes=19, fixed_input_size=True, stride=16, crop_pct=1.0,
             interpolation="bilinear", paper="arXiv:2210.14793")
 

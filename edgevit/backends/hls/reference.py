@@ -52,6 +52,27 @@ class Formats:
                 for k, v in ((k, getattr(self, k)) for k in asdict(self))}
 
     @classmethod
+    def parse(cls, text: str | None) -> Formats:
+        """``"act=24.10,weight=16.2"`` (class=WIDTH.INT_BITS, any subset) over the defaults; the CLI's --fixed."""
+        from ...errors import EdgevitError
+
+        if not text:
+            return cls()
+        fields = {}
+        for item in text.split(","):
+            name, _, value = item.partition("=")
+            name = name.strip()
+            try:
+                width, int_bits = (int(v) for v in value.split("."))
+            except ValueError:
+                raise EdgevitError(f"--fixed '{item}' is not CLASS=WIDTH.INT_BITS (e.g. act=24.10).") from None
+            if name not in cls.__dataclass_fields__:
+                raise EdgevitError(f"--fixed: unknown tensor class '{name}'; the classes are "
+                                   f"{', '.join(cls.__dataclass_fields__)}.")
+            fields[name] = FixedFormat(width, int_bits, signed=name != "gate")
+        return cls(**fields)
+
+    @classmethod
     def from_dict(cls, data: dict) -> Formats:
         return cls(**{k: FixedFormat(v["width"], v["int_bits"], v.get("signed", True)) for k, v in data.items()})
 
