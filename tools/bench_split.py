@@ -1,6 +1,7 @@
 """Split-inference benchmark on this machine: real `edgevit worker` processes on loopback, each pinned to a core.
 
-    python tools/bench_split.py [--model efficientformer_l1] [--precision fp32] [--images 24] [--small efficientformer_micro]
+    python tools/bench_split.py [--model efficientformer_l1] [--precision fp32] [--images 24]
+    python tools/bench_split.py --small efficientformer_micro --json split.json
 
 1. Profile the whole model's artifact here (`edgevit compile` + `edgevit profile --via local`), so the planner
    prices units from a stored profile (its `profile` cost source).
