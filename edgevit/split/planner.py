@@ -105,17 +105,21 @@ class Candidate:
         return self.latency_ms if objective == "latency" else self.bottleneck_ms
 
 
+def _check_choices(objective: str, boundary_dtype: str, precision: str) -> None:
+    if objective not in OBJECTIVES:
+        raise EdgevitError(f"Unknown objective '{objective}'; choose {' or '.join(OBJECTIVES)}.")
+    if boundary_dtype not in BOUNDARY_DTYPES:
+        raise EdgevitError(f"Unknown boundary dtype '{boundary_dtype}'; choose {', '.join(BOUNDARY_DTYPES)}.")
+    if precision not in WEIGHT_BYTES:
+        raise EdgevitError(f"Unknown precision '{precision}'; choose {', '.join(WEIGHT_BYTES)}.")
+
+
 class _Problem:
     """Units, devices and link, with the per-range figures the searches share."""
 
     def __init__(self, units: Sequence, input_bytes: int, costs: Sequence[DeviceCosts], link: LinkProfile,
                  objective: str, boundary_dtype: str = "fp32", precision: str = "fp32"):
-        if objective not in OBJECTIVES:
-            raise EdgevitError(f"Unknown objective '{objective}'; choose {' or '.join(OBJECTIVES)}.")
-        if boundary_dtype not in BOUNDARY_DTYPES:
-            raise EdgevitError(f"Unknown boundary dtype '{boundary_dtype}'; choose {', '.join(BOUNDARY_DTYPES)}.")
-        if precision not in WEIGHT_BYTES:
-            raise EdgevitError(f"Unknown precision '{precision}'; choose {', '.join(WEIGHT_BYTES)}.")
+        _check_choices(objective, boundary_dtype, precision)
         if not units:
             raise EdgevitError("The model has no units to place (the split graph found no cut points).")
         if not costs:
@@ -616,12 +620,7 @@ def plan_split(model: str, devices: Sequence[str], link: str, objective: str = "
     devices = [d.strip() for d in devices if d and d.strip()]
     if not devices:
         raise EdgevitError("No devices to plan for: give one or more device profile names, e.g. --devices rpi5,pixel8.")
-    if objective not in OBJECTIVES:
-        raise EdgevitError(f"Unknown objective '{objective}'; choose {' or '.join(OBJECTIVES)}.")
-    if boundary_dtype not in BOUNDARY_DTYPES:
-        raise EdgevitError(f"Unknown boundary dtype '{boundary_dtype}'; choose {', '.join(BOUNDARY_DTYPES)}.")
-    if precision not in WEIGHT_BYTES:
-        raise EdgevitError(f"Unknown precision '{precision}'; choose {', '.join(WEIGHT_BYTES)}.")
+    _check_choices(objective, boundary_dtype, precision)
     profiles = [get_device(d, list(profile_dirs)) for d in devices]
     link_profile = get_link(link, list(profile_dirs))
     if unit_times is not None and "host" not in devices:

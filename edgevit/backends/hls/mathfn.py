@@ -159,18 +159,24 @@ def _normalise(x: np.ndarray, e: np.ndarray, shift: np.ndarray) -> np.ndarray:
     return np.where(shift >= 0, x << np.clip(shift, 0, 62), x >> np.clip(-shift, 0, 62))
 
 
+def _positive_operand(x_raw, in_frac: int, out_frac: int, out_width: int):
+    """Checked fracs, the output format, x with non-positive values replaced by 1, the mask of the positive ones,
+    and x's leading-one position: what reciprocal and rsqrt both start from."""
+    in_frac, out_frac = _check_frac("in_frac", in_frac), _check_frac("out_frac", out_frac)
+    out_fmt = FixedFormat(out_width, out_width - out_frac)
+    x = _raw(x_raw)
+    pos = x > 0
+    x = np.where(pos, x, 1)
+    return in_frac, out_frac, out_fmt, x, pos, msb(x)
+
+
 def reciprocal(x_raw, in_frac: int, out_frac: int, out_width: int = 63) -> np.ndarray:
     """1/x for x > 0, raw at ``out_frac`` saturated to a signed ``out_width``-bit format; x <= 0 gives the max.
 
     x_raw = m * 2**e with m in [1, 2) (e from :func:`msb`, valid for any positive int64); r = 1/m by a seed table and
     two Newton steps in Q30; 1/x = r * 2**(in_frac - e), de-normalised with AP_RND rounding and saturation.
     """
-    in_frac, out_frac = _check_frac("in_frac", in_frac), _check_frac("out_frac", out_frac)
-    out_fmt = FixedFormat(out_width, out_width - out_frac)
-    x = _raw(x_raw)
-    pos = x > 0
-    x = np.where(pos, x, 1)
-    e = msb(x)
+    in_frac, out_frac, out_fmt, x, pos, e = _positive_operand(x_raw, in_frac, out_frac, out_width)
     m30 = _normalise(x, e, NEWTON_FRAC - e)                  # in [2**30, 2**31)
     r = _newton_reciprocal(m30)                             # 1/x = r * 2**(in_frac - e - 30): raw at 30 + e - in_frac
     out = shift_saturate(r, NEWTON_FRAC + e - in_frac - out_frac, out_fmt)
@@ -184,12 +190,7 @@ def rsqrt(x_raw, in_frac: int, out_frac: int, out_width: int = 63) -> np.ndarray
     table and two Newton steps r(3 - m r^2)/2 in Q30; 1/sqrt(x) = r * 2**-j. Valid from 1 LSB to 2**62 raw, so
     LayerNorm's variance + eps is safe at both ends.
     """
-    in_frac, out_frac = _check_frac("in_frac", in_frac), _check_frac("out_frac", out_frac)
-    out_fmt = FixedFormat(out_width, out_width - out_frac)
-    x = _raw(x_raw)
-    pos = x > 0
-    x = np.where(pos, x, 1)
-    e = msb(x)
+    in_frac, out_frac, out_fmt, x, pos, e = _positive_operand(x_raw, in_frac, out_frac, out_width)
     j = (e - in_frac) >> 1                                  # floor((e - in_frac) / 2)
     m30 = _normalise(x, e, NEWTON_FRAC - in_frac - 2 * j)    # x * 2**(30 - in_frac - 2j) in [2**30, 2**32)
     r = _newton_rsqrt(m30)                                  # 1/sqrt(x) = r * 2**(-30 - j): raw at 30 + j
