@@ -531,6 +531,7 @@ def _summary(p: _Problem, cand: Candidate | None) -> dict | None:
         return None
     return {"devices": [p.costs[s.device].name for s in cand.stages],
             "cuts_after": [p.units[s.last].name for s in cand.stages[:-1]],
+            "last_units": [s.last for s in cand.stages],
             "latency_ms": round(cand.latency_ms, 6), "throughput_ips": round(cand.throughput_ips, 6),
             "bottleneck": _bottleneck(p, cand),
             "stage_ms": [round(s.ms, 6) for s in cand.stages],
