@@ -172,3 +172,125 @@ def run_cmd(target: Path, workers: str, images: Path | None, count: int, artifac
     for f in report.failures:
         out.print(f"[yellow]worker failed:[/] {f['worker']} ({f['reason']}); stages {f['stages']} moved to "
                   f"{f['moved_to']} in {f['recovery_s']:.3f} s")
+
+
+@split_group.command("classwise")
+@click.argument("model")
+@click.option("--devices", "-d", "devices", required=True,
+              help="Comma-separated device profile names; one class-wise sub-model each (a faster device takes "
+                   "more classes).")
+@click.option("--data", "data_dir", required=True, type=click.Path(path_type=Path),
+              help="Labelled folder (DIR/CLASS/*.png) to train on; a held-out share is the test set unless "
+                   "--test-data is given.")
+@click.option("--test-data", type=click.Path(path_type=Path), help="Labelled folder of held-out test images.")
+@click.option("--test-fraction", default=0.25, show_default=True, type=click.FloatRange(0.05, 0.9),
+              help="Share of --data held out (stratified, seeded) when --test-data is not given.")
+@click.option("--sub-model", help="A smaller zoo variant for the sub-models (default: MODEL itself).")
+@click.option("--epochs", default=2, show_default=True, type=click.IntRange(1),
+              help="Training epochs of the whole model and of every sub-model (the same budget).")
+@click.option("--fusion-steps", default=300, show_default=True, type=click.IntRange(1),
+              help="Optimizer steps of the fusion MLP (sub-models frozen).")
+@click.option("--precision", type=click.Choice(["fp32", "int8"]), default="fp32", show_default=True,
+              help="Sub-model artifacts (the fusion MLP is always fp32).")
+@click.option("--speeds", help="Relative device speeds, one per device (default: MACs / each profile's peak).")
+@click.option("--seed", default=0, show_default=True, type=int)
+@click.option("--workers", help="host:port of `edgevit worker`s: run the test images fanned out to them and "
+                                "compare with the in-process fused artifacts.")
+@click.option("--count", default=32, show_default=True, type=click.IntRange(1),
+              help="Test images run on the workers.")
+@profiles_option
+@click.option("-o", "--output", "output_root", default=Path("out"), show_default=True,
+              type=click.Path(path_type=Path), help="Folder that receives MODEL-classwise-PLANID/.")
+@click.option("--json", "as_json", is_flag=True, help="Print the class-wise manifest (and run) as JSON.")
+def classwise_cmd(model: str, devices: str, data_dir: Path, test_data: Path | None, test_fraction: float,
+                  sub_model: str | None, epochs: int, fusion_steps: int, precision: str, speeds: str | None,
+                  seed: int, workers: str | None, count: int, profile_dirs: tuple[Path, ...], output_root: Path,
+                  as_json: bool) -> None:
+    """Class-wise split (ED-ViT): one sub-model per device for a subset of the classes of --data (plus "other"),
+    fused by a small MLP; accuracy against the whole model; verified artifacts; optionally a fan-out run."""
+    import torch
+
+    from .._io import atomic_write_json
+    from ..data import Preprocess, load_labelled_folder, split_indices
+    from ..errors import EdgevitError
+    from ..models import get_model_spec
+    from ..split.classwise import (
+        build_classwise,
+        evaluate_classwise,
+        fused_logits_local,
+        load_classwise,
+        plan_classwise,
+        run_fanout,
+    )
+
+    names = [d.strip() for d in devices.split(",") if d.strip()]
+    try:
+        rel = [float(v) for v in speeds.split(",")] if speeds else None
+    except ValueError:
+        raise EdgevitError(f"--speeds takes numbers, one per device (e.g. 1,2.5); got '{speeds}'.") from None
+    from ..devices import get_device
+    for name in names:                 # an unknown device fails before any image is read
+        get_device(name, list(profile_dirs))
+    spec = get_model_spec(model)
+    if sub_model:
+        get_model_spec(sub_model)
+    pre = Preprocess.from_dict(spec.preprocessing())
+    with progress_display(enabled=not as_json) as progress:
+        with progress.stage(f"reading {data_dir}"):
+            data = load_labelled_folder(data_dir, pre)
+        plan = plan_classwise(model, names, data, precision, sub_model, rel, list(profile_dirs))
+        if test_data is not None:
+            test = load_labelled_folder(test_data, pre)
+            if test.classes != data.classes:
+                raise EdgevitError(f"--test-data {test_data} has classes {test.classes}, --data has {data.classes}: "
+                                   "they must be the same class folders.")
+            x_train, y_train, x_test, y_test = data.inputs, data.labels, test.inputs, test.labels
+        else:
+            train_idx, test_idx = split_indices(data.labels.numpy(), test_fraction, seed)
+            train_idx, test_idx = torch.from_numpy(train_idx), torch.from_numpy(test_idx)
+            x_train, y_train = data.inputs[train_idx], data.labels[train_idx]
+            x_test, y_test = data.inputs[test_idx], data.labels[test_idx]
+        from ..split.classwise import train_classwise
+        models = train_classwise(plan, x_train, y_train, epochs, seed, fusion_steps, progress=progress)
+        with progress.stage(f"evaluating on {len(y_test)} held-out images"):
+            evaluation = evaluate_classwise(plan, models, x_test, y_test)
+        calib = x_train[torch.linspace(0, len(x_train) - 1, min(32, len(x_train))).long()]
+        out_dir, manifest = build_classwise(plan, models, output_root, calib, x_test[:8], evaluation, progress)
+        result = {"build": str(out_dir), **manifest}
+        if workers:
+            addresses = [w.strip() for w in workers.split(",") if w.strip()]
+            _, subs, fusion = load_classwise(out_dir)
+            images = x_test[:count]
+            with progress.stage(f"{len(images)} images fanned out to {len(subs)} sub-model(s) on {len(addresses)} "
+                                f"worker(s)", total=len(images) * len(subs)) as advance:
+                report = run_fanout(f"{plan['plan_id']}-{manifest['build_id']}", subs, fusion, addresses, images,
+                                    on_event=lambda kind, info: advance(1) if kind == "image_done" else None)
+            local = fused_logits_local(subs, fusion, images)
+            run = report.as_dict()
+            run["same_predictions_as_in_process"] = bool(torch.equal(report.logits.argmax(1), local.argmax(1)))
+            run["max_abs_diff_vs_in_process"] = float((report.logits - local).abs().max())
+            run["top1"] = round(float((report.logits.argmax(1) == y_test[:count]).float().mean() * 100), 2)
+            result["run"] = run
+            atomic_write_json(out_dir / "classwise_run.json", run)
+    if as_json:
+        return print_json(result)
+    ev = evaluation
+    out.print(f"[bold]{model}[/] class-wise over {len(names)} device(s) ({plan['sub_model']} sub-models, not "
+              f"pruned), {ev['test_images']} held-out images: whole model top-1 [bold]{ev['whole_top1']:.2f} %[/], "
+              f"fused [bold]{ev['fused_top1']:.2f} %[/] (chance {ev['chance_top1']:.1f} %)")
+    table = Table(title=f"sub-models (plan {plan['plan_id']})")
+    for col in ("#", "device", "backend", "classes", "top-1 own classes", "top-1 all (+other)", "params", "MMACs",
+                "vs whole"):
+        table.add_column(col, justify="left" if col in ("device", "backend", "classes") else "right")
+    for s, row in zip(ev["sub_models"], manifest["sub_models"]):
+        table.add_row(str(s["index"]), s["device"], row["backend"], ", ".join(s["classes"]),
+                      f"{s['subset_top1']:.2f}", f"{s['all_images_top1']:.2f}", f"{s['params']:,}",
+                      f"{s['macs'] / 1e6:.2f}", f"{s['params_vs_whole']:.2f}x")
+    out.print(table)
+    out.print(f"whole model: {ev['whole_params']:,} params, {ev['whole_macs'] / 1e6:.2f} MMACs; artifacts' fused "
+              f"output vs eager: cosine {manifest['verification']['cosine']:.6f}, top-1 agreement "
+              f"{manifest['verification']['top1_agreement']:.3f}; written to {out_dir}")
+    if workers:
+        r = result["run"]
+        out.print(f"fan-out run: {r['images']} images in {r['seconds']:.2f} s, top-1 {r['top1']:.2f} %, same "
+                  f"predictions as in process: {r['same_predictions_as_in_process']}")
