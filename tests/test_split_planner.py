@@ -360,3 +360,16 @@ def test_cli_model_that_does_not_fit_exits_2(monkeypatch, tmp_path, capsys):
     assert rc == 2
     assert "over the largest budget" in " ".join(capsys.readouterr().err.split())
     assert not (tmp_path / "p.json").exists()
+
+
+def test_auto_boundary_compresses_over_a_slow_link_and_not_over_a_fast_one():
+    from edgevit.split.planner import choose_boundary
+
+    g = _graph(out_bytes=2 * MB)   # 2 MB boundaries, 20 ms stages: wifi5 moves fp32 in ~45 ms, int8 in ~14 ms
+    costs = _costs(["a", "b"], [[5.0] * 8, [5.0] * 8])
+    slow, table = choose_boundary(g, costs, get_link("wifi5"), "throughput", "fp32", "given")
+    assert slow["boundary_dtype"] in ("fp16", "int8") and slow["boundary_choice"]["chosen"] == slow["boundary_dtype"]
+    assert table[slow["boundary_dtype"]]["throughput_ips"] > table["fp32"]["throughput_ips"] * 1.05
+    assert slow["verdict"] == "split"            # compressed, the split pays; in fp32 one device would win
+    fast, _ = choose_boundary(_graph(out_bytes=4000), costs, get_link("loopback"), "throughput", "fp32", "given")
+    assert fast["boundary_dtype"] == "fp32"

@@ -23,7 +23,8 @@ def split_group() -> None:
 @click.option("--objective", type=click.Choice(["latency", "throughput"]), default="latency", show_default=True,
               help="latency: one image end to end; throughput: images/s of the pipeline (slowest stage or transfer).")
 @click.option("--precision", type=click.Choice(["int8", "fp16", "fp32"]), default="int8", show_default=True)
-@click.option("--boundary-dtype", type=click.Choice(["fp32", "fp16", "int8"]), default="fp32", show_default=True,
+@click.option("--boundary-dtype", type=click.Choice(["fp32", "fp16", "int8", "auto"]), default="fp32",
+              show_default=True,
               help="How the tensor crossing a cut is sent.")
 @click.option("--order", type=click.Choice(["given", "search"]), default="given", show_default=True,
               help="given: stages follow --devices (a device may be left out); search: the planner picks order "

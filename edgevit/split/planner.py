@@ -108,10 +108,37 @@ class Candidate:
 def _check_choices(objective: str, boundary_dtype: str, precision: str) -> None:
     if objective not in OBJECTIVES:
         raise EdgevitError(f"Unknown objective '{objective}'; choose {' or '.join(OBJECTIVES)}.")
-    if boundary_dtype not in BOUNDARY_DTYPES:
-        raise EdgevitError(f"Unknown boundary dtype '{boundary_dtype}'; choose {', '.join(BOUNDARY_DTYPES)}.")
+    if boundary_dtype not in BOUNDARY_DTYPES and boundary_dtype != "auto":
+        raise EdgevitError(f"Unknown boundary dtype '{boundary_dtype}'; choose {', '.join(BOUNDARY_DTYPES)} or auto.")
     if precision not in WEIGHT_BYTES:
         raise EdgevitError(f"Unknown precision '{precision}'; choose {', '.join(WEIGHT_BYTES)}.")
+
+
+# auto: a narrower boundary must buy at least this much of the objective to be worth its rounding (QuantPipe)
+AUTO_BOUNDARY_GAIN = 0.05
+
+
+def choose_boundary(graph, costs, link, objective: str, precision: str, order: str) -> tuple[dict, dict]:
+    """``--boundary-dtype auto``: plan with fp32, fp16 and int8 boundaries over this link's bandwidth and keep the
+    narrowest whose objective beats the next wider one's by AUTO_BOUNDARY_GAIN (a slow link compresses; a fast
+    one keeps fp32). Returns the chosen plan and the objective per dtype."""
+    plans = {d: build_plan(graph, costs, link, objective, precision, d, order) for d in BOUNDARY_DTYPES}
+
+    def score(plan: dict) -> float:
+        p = plan["predicted"]
+        return p["throughput_ips"] if objective == "throughput" else -p["latency_ms"]
+    chosen = "fp32"
+    for narrower in ("fp16", "int8"):
+        if score(plans[narrower]) > score(plans[chosen]) * (1 + AUTO_BOUNDARY_GAIN if objective == "throughput"
+                                                            else 1 - AUTO_BOUNDARY_GAIN):
+            chosen = narrower
+    table = {d: plans[d]["predicted"] for d in BOUNDARY_DTYPES}
+    plan = plans[chosen]
+    plan["boundary_choice"] = {"requested": "auto", "chosen": chosen, "predicted_by_dtype": table,
+                               "rule": f"the narrowest dtype that improves the {objective} by >= "
+                                       f"{AUTO_BOUNDARY_GAIN:.0%} over the next wider one, at {link.name}'s "
+                                       f"{link.bandwidth_mbps:g} Mbit/s"}
+    return plan, table
 
 
 class _Problem:
@@ -647,6 +674,8 @@ def plan_split(model: str, devices: Sequence[str], link: str, objective: str = "
                                       stored_profiles=stored_profiles, calibration_dir=calibration_dir,
                                       num_classes=num_classes, work_cache=cache))
     with stage(f"planning ({objective}, devices {order})"):
+        if boundary_dtype == "auto":
+            return choose_boundary(graph, costs, link_profile, objective, precision, order)[0]
         return build_plan(graph, costs, link_profile, objective, precision, boundary_dtype, order)
 
 
