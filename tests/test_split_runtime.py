@@ -165,7 +165,9 @@ def test_with_every_worker_gone_the_coordinator_runs_the_stages_itself(graph, st
 
     report = run_pipeline("plan-3", stages, workers.addresses, images, on_event=on_event)
     assert torch.allclose(torch.cat(report.outputs), _reference(graph, images), atol=1e-5)
-    assert report.handled_by[-1] == [LOCAL] * 3
+    # Killed when the first image was done: at most images 1 and 2 (the window) were in the last stage then, so
+    # images 3.. reached it only afterwards and ran it locally (their earlier stages may have run before the kill).
+    assert len(report.failures) == 3 and all(h[-1] == LOCAL for h in report.handled_by[3:])
 
 
 @pytest.fixture
