@@ -217,3 +217,11 @@ def test_a_stage_over_a_shaped_link_is_bounded_by_its_bandwidth(graph, shaped_wo
     assert torch.allclose(torch.cat(report.outputs), _reference(graph, images), atol=1e-5)
     sent_bits = images[0].numel() * 4 * 8 * len(images)
     assert report.seconds >= 0.9 * sent_bits / 40e6
+
+
+@pytest.mark.integration
+def test_link_delay_is_added_to_every_frame(stages, workers):
+    """--link-delay-ms: the gRPC interceptor holds each frame back (a lower bound on time: no race with load)."""
+    images = torch.randn(4, 3, 64, 64)
+    report = run_pipeline("plan-delay", stages[:1], workers.addresses[:1], images, window=1, link_delay_s=0.05)
+    assert len(report.outputs) == 4 and report.seconds >= 4 * 0.05

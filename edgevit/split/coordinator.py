@@ -62,22 +62,23 @@ class RunReport:
                 "failures": self.failures}
 
 
-class _DelayInterceptor:
-    """Adds a one-way delay to every frame sent (a link's latency; this kernel has no netem)."""
+def _delay_interceptor(delay_s: float):
+    """Adds a one-way delay to every frame and call sent (a link's latency; this kernel has no netem)."""
+    import grpc
 
-    def __init__(self, delay_s: float):
-        self.delay_s = delay_s
+    class DelayInterceptor(grpc.StreamStreamClientInterceptor, grpc.UnaryUnaryClientInterceptor):
+        def intercept_stream_stream(self, continuation, details, request_iterator):
+            def delayed():
+                for request in request_iterator:
+                    time.sleep(delay_s)   # emulates the link, not a test wait
+                    yield request
+            return continuation(details, delayed())
 
-    def intercept_stream_stream(self, continuation, details, request_iterator):
-        def delayed():
-            for request in request_iterator:
-                time.sleep(self.delay_s)   # emulates the link, not a test wait
-                yield request
-        return continuation(details, delayed())
+        def intercept_unary_unary(self, continuation, details, request):
+            time.sleep(delay_s)
+            return continuation(details, request)
 
-    def intercept_unary_unary(self, continuation, details, request):
-        time.sleep(self.delay_s)
-        return continuation(details, request)
+    return DelayInterceptor()
 
 
 class _Worker:
@@ -91,8 +92,7 @@ class _Worker:
         self.events = events
         channel = grpc.insecure_channel(address, options=GRPC_OPTIONS)
         if delay_s:
-            import grpc as _grpc
-            channel = _grpc.intercept_channel(channel, _DelayInterceptor(delay_s))
+            channel = grpc.intercept_channel(channel, _delay_interceptor(delay_s))
         self.channel = channel
         self.stub = services().StageWorkerStub(channel)
         self.requests: queue.Queue = queue.Queue()
