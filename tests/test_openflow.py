@@ -88,13 +88,14 @@ def test_flash_refuses_missing_file_wrong_part_unknown_part_and_cpu_devices(tmp_
 
 
 @pytest.mark.unit
-def test_flash_pynq_board_needs_the_hwh_and_is_not_built_yet(tmp_path):
+def test_flash_pynq_board_needs_the_hwh_and_a_host(tmp_path, monkeypatch):
+    monkeypatch.delenv("PYNQ_REMOTE_DEVICES", raising=False)
     bit = tmp_path / "design.bit"
     bit.write_bytes(_xilinx_header(b"top", b"xck26-sfvc784-2LV-c"))
     with pytest.raises(FlashError, match=r"design\.hwh is missing"):
         flash(bit, "kv260")
     (tmp_path / "design.hwh").write_text("<xml/>")
-    with pytest.raises(FlashError, match="not built yet"):
+    with pytest.raises(FlashError, match="No PYNQ board given"):
         flash(bit, "kv260")
 
 

@@ -43,14 +43,19 @@ def rtl_build_cmd(device: str, pe: str | None, output: Path | None, seed: int, p
 @click.argument("file", type=click.Path(path_type=Path))
 @click.option("--device", required=True, help="The board (a device profile of kind fpga).")
 @click.option("--cable", help="openFPGALoader cable (default: the board's own).")
+@click.option("--host", help="PYNQ boards: the board's HOST[:PORT] (PYNQ.remote, port 7967; default: the first "
+                             "of $PYNQ_REMOTE_DEVICES).")
 @click.option("--profiles", "profile_dirs", multiple=True, type=click.Path(path_type=Path),
               help="Extra device profile folders.")
 @click.option("--json", "as_json", is_flag=True, help="Print what was done as JSON.")
-def flash_cmd(file: Path, device: str, cable: str | None, profile_dirs: tuple[Path, ...], as_json: bool) -> None:
+def flash_cmd(file: Path, device: str, cable: str | None, host: str | None, profile_dirs: tuple[Path, ...],
+              as_json: bool) -> None:
     """Load bitstream FILE onto a board, after checking it was built for the board's part."""
     from ..links.flash import flash
 
-    result = flash(file, device, cable, list(profile_dirs))
+    result = flash(file, device, cable, list(profile_dirs), host=host)
     if as_json:
         return print_json(result)
-    out.print(f"loaded {result['file']} ({result['part']}) onto {result['device']}")
+    out.print(f"loaded {result['file']} ({result['part']}) onto {result['device']}"
+              + (f" at {result['host']}: PL {result['board']['fpga_manager_state']}, {result['times_s']['total']:g} s"
+                 if "host" in result else ""))

@@ -1,8 +1,9 @@
 """`edgevit flash`: load a bitstream onto a board, after checking the file and that it was built for the board's part.
 
 JTAG / USB boards go through openFPGALoader (``openFPGALoader -b BOARD [-c CABLE] FILE``); its failures (no cable,
-no board on the cable) become one-paragraph errors. Boards whose profile says PYNQ would load an ``Overlay``
-(``.bit`` + ``.hwh``) on the board: that path is not built yet and says so.
+no board on the cable) become one-paragraph errors. Boards whose profile says PYNQ load an ``Overlay``
+(``.bit`` + ``.hwh``) with PYNQ's own remote device API (``links/pynq.py``, ``--host`` or ``$PYNQ_REMOTE_DEVICES``);
+the ``.hwh`` and the part are checked before any connection.
 
 The part check reads the bitstream itself: an ECP5 ``.bit`` from ecppack starts with a ``Part: LFE5U-85F-...``
 comment and carries the device IDCODE in its VERIFY_ID command; a Xilinx ``.bit`` has the part in its header's
@@ -122,8 +123,10 @@ _FAILURES = [  # (openFPGALoader output, what it means for the user)
 
 
 def flash(path: str | Path, device: str, cable: str | None = None, profile_dirs: list[Path] | None = None,
-          loader: str = "openFPGALoader", timeout: float = 300) -> dict:
-    """Check ``path`` and load it onto ``device``; returns what was done. Raises :class:`FlashError`."""
+          loader: str = "openFPGALoader", timeout: float = 300, host: str | None = None) -> dict:
+    """Check ``path`` and load it onto ``device``; returns what was done. Raises :class:`FlashError`.
+
+    ``host`` (``HOST[:PORT]``) is the PYNQ board's address, for boards whose profile says PYNQ."""
     profile: DeviceProfile = get_device(device, profile_dirs)
     if profile.kind != "fpga" or profile.fpga is None:
         raise FlashError(f"Device '{profile.name}' is a {profile.kind}, not an FPGA board; `edgevit flash` loads "
@@ -144,7 +147,7 @@ def flash(path: str | Path, device: str, cable: str | None = None, profile_dirs:
                          f"{board.part}; it would not load (or would load into the wrong device). Rebuild for "
                          f"{profile.name}.")
     if board.pynq:
-        return _flash_pynq(path, profile)
+        return _flash_pynq(path, profile, info, host)
     if board.openfpgaloader_board is None:
         raise FlashError(f"{profile.name} has no openFPGALoader board name in its profile and does not run PYNQ: "
                          "edgevit cannot load it.")
@@ -170,11 +173,18 @@ def flash(path: str | Path, device: str, cable: str | None = None, profile_dirs:
             "output": output.splitlines()[-5:]}
 
 
-def _flash_pynq(path: Path, profile: DeviceProfile) -> dict:
+def _flash_pynq(path: Path, profile: DeviceProfile, info: BitstreamInfo, host: str | None) -> dict:
+    from .pynq import PynqLinkError, load_overlay
+
     hwh = path.with_suffix(".hwh")
     if not hwh.exists():
         raise FlashError(f"{profile.name} runs PYNQ, whose Overlay needs the hardware handoff file beside the "
                          f"bitstream: {hwh} is missing (Vivado writes it with the .bit; copy both).")
-    raise FlashError(f"{profile.name} runs PYNQ: loading an Overlay over PYNQ's remote device API is not built yet "
-                     f"in edgevit. Copy {path.name} and {hwh.name} to the board and run "
-                     f"`pynq.Overlay('{path.name}')` there.")
+    if path.suffix != ".bit":
+        raise FlashError(f"{profile.name} runs PYNQ: give the Vivado .bit (with its .hwh), not {path.name}.")
+    try:
+        result = load_overlay(path, host)
+    except PynqLinkError as e:
+        raise FlashError(str(e)) from None
+    return {"device": profile.name, "file": str(path), "hwh": str(hwh), "part": info.part,
+            "loader": f"pynq {result['pynq']} Overlay over the PYNQ remote device API at {result['host']}", **result}
