@@ -14,6 +14,7 @@ from ..base import Backend, register_backend
 class HlsBackend(Backend):
     name = "hls"
     suffix = ".bin"              # the weight image; the rest of the project sits beside it
+    wire_format = 3              # docs/serial-protocol.md: ArtifactFormat.HLS (the host agent's C-simulated PL)
     precisions = ("fixed",)      # ap_fixed formats per tensor class, recorded in the manifest
 
     def lower(self, model, example, precision, calibration, progress, recipe=None):
@@ -23,6 +24,15 @@ class HlsBackend(Backend):
     def load(self, artifact, threads: int = 1):
         raise EdgevitError("An HLS project runs in C-simulation (edgevit.backends.hls.csim), not in a CPU "
                            "runtime; `edgevit compile` runs it as its verify step.")
+
+    def parse_profile(self, run, artifact, warmup: int):
+        """Per-layer cycles from the C agent's hls runner (edgevit.backends.hls.agent_run)."""
+        from .agent_run import parse_agent_profile
+        return parse_agent_profile(run)
+
+    def available(self) -> bool:
+        """No Python runtime runs a weight image: the serial C agent does (firmware/agent, runner hls_csim)."""
+        return False
 
     def versions(self) -> dict[str, str]:
         from importlib.metadata import version

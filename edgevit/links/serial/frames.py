@@ -11,18 +11,22 @@ import binascii
 import struct
 import zlib
 from dataclasses import dataclass
-from enum import IntEnum
+
+from ...serial_protocol import (
+    HEADER_LAYOUT,
+    HEADER_SIZE,
+    MAX_PAYLOAD,
+    MIN_MAX_PAYLOAD,
+    OVERHEAD,
+    SOF,
+    TRAILER_SIZE,
+    NakReason,
+)
 
 __all__ = ["SOF", "HEADER_SIZE", "TRAILER_SIZE", "OVERHEAD", "MAX_PAYLOAD", "MIN_MAX_PAYLOAD", "Frame", "Damaged",
            "DamageReason", "FrameDecoder", "crc16", "crc32", "encode"]
 
-SOF = b"\xa5\x5a"
-_HEADER = struct.Struct("<2sBBHH")      # marker, version, type, seq, payload length
-HEADER_SIZE = _HEADER.size + 2          # + header CRC-16
-TRAILER_SIZE = 4                        # CRC-32 over header and payload
-OVERHEAD = HEADER_SIZE + TRAILER_SIZE
-MAX_PAYLOAD = 0xFFFF                    # what the u16 length can say
-MIN_MAX_PAYLOAD = 256                   # every implementation accepts payloads at least this long
+_HEADER = HEADER_LAYOUT      # marker, version, type, seq, payload length
 
 
 def crc16(data: bytes) -> int:
@@ -43,9 +47,7 @@ class Frame:
     version: int = 1
 
 
-class DamageReason(IntEnum):
-    BAD_CRC = 1     # the header was sound, the payload or its CRC-32 was not
-    TOO_LONG = 2    # the header announces more payload than this receiver takes
+DamageReason = NakReason    # why a frame was damaged is what the NAK says
 
 
 @dataclass(frozen=True)
