@@ -21,6 +21,7 @@ from edgevit.backends.hls.writer import build_weight_image, config_header
 from edgevit.cli import main
 from edgevit.compile.fpga import FpgaOptions, compile_fpga, estimate_fpga
 from edgevit.errors import DoesNotFitError, EdgevitError, VerificationError
+from edgevit.manifest import read_artifact_folder
 from edgevit.models import create_model
 
 MICRO = "m3vit_micro"
@@ -139,6 +140,10 @@ def test_compile_writes_a_verified_project(tmp_path):
     assert manifest["verification"]["identical"] and manifest["verification"]["layers_compared"] == 17
     assert min(manifest["verification"]["feature_cosine_vs_fp32"]) >= 0.999
     assert manifest["task"]["name"] == "depth"
+    # The folder is an artifact `edgevit profile --via serial` takes (the host C agent serves it: firmware/).
+    folder = read_artifact_folder(out)
+    assert folder.manifest["backend"]["name"] == "hls" and folder.artifact.name == "weights.bin"
+    assert folder.manifest["outputs"][0]["shape"] == [manifest["inputs"][0]["shape"][0] - 1, 1]   # depth: 1 map
     assert manifest["formats"]["act"]["type"] == "ap_fixed<24,10,AP_RND,AP_SAT>"
     assert manifest["formats_choice"].startswith("defaults")
     est = manifest["estimate"]

@@ -8,6 +8,7 @@ the reference; final features vs fp32) -> manifest, report, estimate table + PNG
 """
 from __future__ import annotations
 
+import hashlib
 import shutil
 import tempfile
 import time
@@ -335,7 +336,16 @@ def compile_fpga(opts: FpgaOptions, progress: StageProgress | None = None) -> tu
             "task": {"name": graph.tasks[plan.task][0], "index": plan.task,
                      "note": "run-time register (s_axilite 'task'); one image serves every task"},
             "weights": plan.weights,
-            "device": {"name": plan.profile.name, "part": plan.profile.fpga.part,
+            # What `edgevit profile --via serial` reads (the host C agent runs this folder: firmware/README.md).
+            "backend": {"name": "hls"}, "precision": "fixed",
+            "artifact": {"file": "weights.bin", "size_bytes": len(image.data()),
+                         "sha256": hashlib.sha256(image.data()).hexdigest()},
+            "inputs": [{"name": "patches", "shape": [graph.tokens, graph.patch_dim], "dtype": str(formats.act)}],
+            "outputs": [{"name": "head", "shape": [graph.tokens - 1, graph.tasks[plan.task][1]],
+                         "dtype": str(formats.act)}],
+            "preprocessing": {},
+            "device": {"name": plan.profile.name, "display_name": plan.profile.display_name,
+                       "soc": plan.profile.soc, "part": plan.profile.fpga.part,
                        "clock_mhz": plan.profile.fpga.clock_mhz},
             "design": design.as_dict(),
             "formats": formats.as_dict(),
