@@ -32,7 +32,7 @@ def torchscript_plugin(monkeypatch):
     assert "torchscript" in list_backends()
 
 
-def _write_profile(folder: Path, name: str, backends: list[str]) -> None:
+def _write_profile(folder: Path, name: str, backends: list[str], by_family: str = "{}") -> None:
     """A desktop-like device profile whose compile.backends are ``backends`` (the first preferred)."""
     (folder / f"{name}.yaml").write_text(textwrap.dedent(f"""\
         name: {name}
@@ -45,6 +45,7 @@ def _write_profile(folder: Path, name: str, backends: list[str]) -> None:
         compile:
           backends: [{', '.join(backends)}]
           preferred_backend: {backends[0]}
+          preferred_by_family: {by_family}
           default_precision: fp32
           threads: 1
           model_memory_mb: 512
@@ -148,6 +149,28 @@ def test_auto_falls_back_to_a_backend_that_passes_and_says_so(torchscript_plugin
     choice = manifest["backend_choice"]
     assert (choice["preferred"], choice["chosen"]) == ("torchscript-noisy", "torchscript")
     assert choice["failed"][0]["backend"] == "torchscript-noisy" and choice["failed"][0]["sqnr_db"] < 60
+
+
+@pytest.mark.integration
+def test_auto_takes_the_backend_measured_for_the_model_family(torchscript_plugin, tmp_path, capsys):
+    """A per-family choice in the profile (what `edgevit bench` measured fastest) wins over preferred_backend for
+    that family only, and the manifest says which rule chose; a choice naming an unlisted backend is refused."""
+    from edgevit.devices import ProfileError, load_profiles
+
+    profiles = tmp_path / "profiles"
+    profiles.mkdir()
+    _write_profile(profiles, "fam-box", ["torchscript-noisy", "torchscript"], by_family="{shvit: torchscript}")
+    args = ["compile", "shvit_micro", "--device", "fam-box", "--profiles", str(profiles), "--num-verify", "2"]
+    assert main([*args, "-o", str(tmp_path / "auto"), "--json"]) == 0
+    choice = json.loads(capsys.readouterr().out)["backend_choice"]
+    assert (choice["preferred"], choice["chosen"], choice["failed"]) == ("torchscript", "torchscript", [])
+    assert choice["rule"] == "profile fam-box: preferred_by_family[shvit]"
+
+    bad = tmp_path / "bad"
+    bad.mkdir()
+    _write_profile(bad, "odd-box", ["torchscript"], by_family="{shvit: litert}")
+    with pytest.raises(ProfileError, match=r"preferred_by_family names backends the device does not list"):
+        load_profiles([bad])
 
 
 @pytest.mark.unit

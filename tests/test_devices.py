@@ -108,7 +108,8 @@ def test_fpga_boards_load_with_their_published_resources():
     assert profiles["zcu102"].fpga.openfpgaloader_board == "zcu102"
     assert profiles["kv260"].fpga.pynq and profiles["kv260"].fpga.ddr.mts == 2400  # Kria-PYNQ; DS987
     # CPU devices keep the XNNPACK delegate and have no fpga section
-    assert all(p.fpga is None and p.compile.delegate == "xnnpack" for p in profiles.values() if p.kind != "fpga")
+    assert all(p.fpga is None and p.compile.delegate == "xnnpack" for p in profiles.values()
+               if p.kind not in ("fpga", "mcu"))
 
 
 def test_fpga_ddr_peak_is_bus_width_times_transfer_rate():
@@ -216,3 +217,60 @@ def test_cpu_devices_need_a_cpu_and_a_backend(tmp_path):
     data["name"] = "nobackend"
     (tmp_path / "headless.yaml").unlink()
     assert "needs at least one backend" in _load_one(tmp_path, data)
+
+
+# --- microcontrollers (kind: mcu) -------------------------------------------------------------------------------
+
+MCU_BOARDS = {"corstone300", "stm32h743"}
+
+
+def test_mcu_boards_load_with_their_published_memories():
+    profiles = load_profiles()
+    facts = {name: (p.mcu.core, p.mcu.clock_mhz, p.mcu.sram_kb, p.mcu.total_sram_kb, p.mcu.flash_kb, p.mcu.itcm_kb,
+                    p.mcu.dtcm_kb, p.mcu.helium, p.mcu.firmware_board, p.mcu.qemu_machine)
+             for name, p in profiles.items() if name in MCU_BOARDS}
+    assert facts == {  # Arm AN547 / QEMU mps2-tz.c; ST DS12110 / RM0433 (AXI SRAM: the largest contiguous block)
+        "corstone300": ("cortex-m55", 32, 4096, 7168, 8192, 512, 512, True, "mps3-an547", "mps3-an547"),
+        "stm32h743": ("cortex-m7", 480, 512, 1060, 2048, 64, 128, False, "mps2-an500", "mps2-an500"),
+    }
+    for name in MCU_BOARDS:
+        p = profiles[name]
+        assert p.compile.backends == ["mcu"] and p.compile.preferred_backend == "mcu"
+        assert p.compile.default_precision == "int8" and p.compile.delegate is None and p.fpga is None
+        assert f"-mcpu={p.mcu.core}" in p.mcu.gcc_flags and p.sources
+    assert "-mfpu=fpv5-d16" in profiles["stm32h743"].mcu.gcc_flags
+    assert all(p.mcu is None for p in profiles.values() if p.kind != "mcu")
+
+
+def test_mcu_section_is_required_for_kind_mcu_and_refused_elsewhere(tmp_path):
+    data = _copy_profile(tmp_path, "corstone300")
+    data["name"] = "bare-m55"
+    del data["mcu"]
+    msg = _load_one(tmp_path, data)
+    assert "field 'mcu'" in msg and "kind 'mcu' needs an `mcu:` section" in msg
+    (tmp_path / "bare-m55.yaml").unlink()
+    data = _copy_profile(tmp_path, "rpi5")
+    data["name"] = "rpi-with-mcu"
+    data["mcu"] = yaml.safe_load((BUILTIN_PROFILE_DIR / "corstone300.yaml").read_text())["mcu"]
+    msg = _load_one(tmp_path, data)
+    assert "field 'mcu'" in msg and "belongs to kind 'mcu' only" in msg
+
+
+def test_mcu_flags_must_build_for_its_core(tmp_path):
+    data = _copy_profile(tmp_path, "stm32h743")
+    data["name"] = "wrong-core"
+    data["mcu"]["gcc_flags"] = ["-mcpu=cortex-m4", "-mfloat-abi=hard"]
+    msg = _load_one(tmp_path, data)
+    assert "field 'mcu'" in msg and "do not build for core cortex-m7" in msg
+
+
+def test_devices_command_lists_the_mcu_boards(capsys):
+    from edgevit.cli import main
+
+    assert main(["devices"]) == 0
+    table = capsys.readouterr().out
+    assert "corstone300" in table and "stm32h743" in table and "cortex-m55 @ 32 MHz" in table
+    assert "512 KB SRAM" in table and "2048 KB flash" in table and "zcu102" in table     # FPGA rows still there
+    assert main(["devices", "--json"]) == 0
+    rows = {r["name"]: r for r in json.loads(capsys.readouterr().out)}
+    assert rows["stm32h743"]["mcu"]["sram_kb"] == 512 and rows["corstone300"]["kind"] == "mcu"

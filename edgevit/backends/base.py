@@ -121,6 +121,7 @@ class Backend(abc.ABC):
     takes_recipe: ClassVar[bool] = False     # int8 follows a QuantRecipe (observer, ViT steps, fp32 layers)
     runtime_packages: ClassVar[tuple[str, ...]] = ()  # what must be installed to run an artifact here
     wire_format: ClassVar[int | None] = None          # docs/serial-protocol.md artifact format code
+    takes_device: ClassVar[bool] = False     # lower(..., device=profile): sizes the artifact against the board
     native_runner: ClassVar[NativeRunner | None] = None
 
     # -- compile --------------------------------------------------------------------------------------

@@ -20,7 +20,7 @@ from ..data import CalibrationSet, Preprocess, find_images, load_image_folder, l
 from ..devices import DeviceProfile, get_device
 from ..errors import DoesNotFitError, EdgevitError, UnknownNameError, VerificationError
 from ..manifest import MANIFEST_VERSION, sha256_bytes, validate_manifest
-from ..models import PreparedModel, parse_input_shape, prepare_model
+from ..models import PreparedModel, get_model_spec, list_models, parse_input_shape, prepare_model
 from ..progress import SilentProgress, StageProgress
 from ..quantization import DEFAULT_OBSERVER, QuantRecipe
 from ..quantization.layers import quantizable_layers
@@ -66,9 +66,14 @@ class CompileResult:
     manifest: dict
 
 
-def choose_backend(profile: DeviceProfile, requested: str) -> str:
+def model_family(model: str) -> str | None:
+    """The zoo family of a model name (None for a user module ``pkg.mod:fn`` or an unknown name)."""
+    return get_model_spec(model).family if model in list_models() else None
+
+
+def choose_backend(profile: DeviceProfile, requested: str, family: str | None = None) -> str:
     if requested in (None, "auto"):
-        return profile.compile.preferred_backend
+        return profile.compile.preferred_for(family)
     if requested not in profile.compile.backends:
         raise EdgevitError(f"Device '{profile.name}' does not run backend '{requested}'; its profile lists "
                            f"{', '.join(profile.compile.backends)}. Pick one of those or --backend auto.")
@@ -171,7 +176,7 @@ def _plan(opts: CompileOptions) -> _Plan:
         raise EdgevitError(f"Device '{profile.name}' is an FPGA board: its compile builds an HLS accelerator project "
                            "(edgevit.compile.fpga.compile_fpga, which `edgevit compile` calls for FPGA boards), not "
                            "a CPU runtime artifact.")
-    backend = get_backend(choose_backend(profile, opts.backend))
+    backend = get_backend(choose_backend(profile, opts.backend, model_family(opts.model)))
     precision = opts.precision or profile.compile.default_precision
     if precision not in backend.precisions:
         raise EdgevitError(f"Backend '{backend.name}' has no precision '{precision}'; it offers "
@@ -227,9 +232,11 @@ def _lower(opts: CompileOptions, plan: _Plan, model: PreparedModel, exported, pr
         _check_layer_names(recipe.fp32_layers, exported)
         drop_data = _drop_data(opts, preprocess, model) if opts.max_drop is not None else None
     calibration, verification = _data_sets(opts, preprocess, need_calibration=plan.precision == "int8")
+    # Backends that size the artifact against the board (mcu: arena vs SRAM, flash) are given the profile.
+    device = {"device": plan.profile} if plan.backend.takes_device else {}
     lowered = plan.backend.lower(model.deployed, model.example, plan.precision,
                                  calibration.inputs if calibration is not None else None, progress,
-                                 **({"recipe": recipe} if recipe is not None else {}))
+                                 **({"recipe": recipe} if recipe is not None else {}), **device)
     mixed = None
     if opts.max_drop is not None:
         metric = _drop_metric(drop_data, calibration, model.reference, model.example.shape[0])
@@ -312,12 +319,15 @@ def compile_model(opts: CompileOptions, progress: StageProgress | None = None) -
         fallen_back.append({"backend": attempt.backend.name, "failures": failures, **agreement.as_dict()})
     manifest = _manifest(opts, attempt, model, lowered, mixed, calibration, verification, agreement, failures,
                          memory, budget, preprocess, started)
-    if fallen_back and not failures:  # --backend auto: the preferred backend failed, another passed
+    if opts.backend in (None, "auto") and not failures:
+        family = model_family(opts.model)
+        rule = (f"preferred_by_family[{family}]" if family in plan.profile.compile.preferred_by_family
+                else "preferred_backend")
         manifest["backend_choice"] = {
-            "requested": "auto", "preferred": plan.backend.name, "chosen": attempt.backend.name,
-            "failed": fallen_back,
-            "reason": f"{plan.backend.name} {plan.precision} failed verification; --backend auto takes the next "
-                      f"backend of the device that passes"}
+            "requested": "auto", "preferred": plan.backend.name, "rule": f"profile {plan.profile.name}: {rule}",
+            "chosen": attempt.backend.name, "failed": fallen_back,
+            "reason": (f"{plan.backend.name} {plan.precision} failed verification; --backend auto takes the next "
+                       f"backend of the device that passes") if fallen_back else "the profile's preferred backend"}
     if failures:
         tried = "".join(f"; {f['backend']}: {'; '.join(f['failures'])}" for f in fallen_back[:-1])
         raise VerificationError(

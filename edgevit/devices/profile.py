@@ -18,7 +18,7 @@ from .._io import require_folder
 from ..backends import list_backends
 from ..errors import EdgevitError, UnknownNameError
 
-__all__ = ["DeviceProfile", "CpuCluster", "Compute", "Fpga", "FpgaAxi", "FpgaDdr", "load_profiles", "get_device",
+__all__ = ["DeviceProfile", "CpuCluster", "Compute", "Fpga", "FpgaAxi", "FpgaDdr", "Mcu", "load_profiles", "get_device",
            "list_devices", "BUILTIN_PROFILE_DIR", "ProfileError", "host_facts"]
 
 # A wheel carries the profiles inside the package; a source checkout (editable install) has them at the root.
@@ -118,11 +118,50 @@ class Fpga(_Strict):
                 f"{self.lut / 1000:.0f}k LUT @ {self.clock_mhz:g} MHz")
 
 
+class Mcu(_Strict):
+    """A microcontroller: the memories the MCU backend plans a model into, and how its firmware is built and run."""
+
+    core: Literal["cortex-m4", "cortex-m7", "cortex-m33", "cortex-m55", "cortex-m85"]
+    gcc_flags: list[str] = Field(min_length=1, description="arm-none-eabi-gcc target flags (-mcpu/-mfpu/-mfloat-abi)")
+    clock_mhz: float = Field(gt=0)
+    sram_kb: float = Field(gt=0, description="contiguous SRAM the tensor arena may use (KB)")
+    flash_kb: float = Field(gt=0, description="non-volatile memory for code and weights (KB)")
+    itcm_kb: float | None = Field(default=None, ge=0)
+    dtcm_kb: float | None = Field(default=None, ge=0)
+    total_sram_kb: float | None = Field(default=None, gt=0, description="all on-chip SRAM, of which sram_kb is the "
+                                        "largest contiguous block the arena gets")
+    helium: bool = Field(description="the core has the M-profile Vector Extension (MVE, Helium)")
+    firmware_board: str = Field(description="the board layer of firmware/boards the firmware is built for")
+    qemu_machine: str | None = Field(description="qemu-system-arm -M machine that runs the firmware; None: none")
+    emulation: str | None = Field(default=None, description="how an emulated run relates to the real part")
+
+    @field_validator("gcc_flags")
+    @classmethod
+    def _names_the_core(cls, flags: list[str]) -> list[str]:
+        if not any(f.startswith("-mcpu=") for f in flags):
+            raise ValueError("gcc_flags must include -mcpu=<core> (e.g. -mcpu=cortex-m55)")
+        return flags
+
+    @model_validator(mode="after")
+    def _arena_fits_the_chip(self) -> Mcu:
+        if self.total_sram_kb is not None and self.sram_kb > self.total_sram_kb:
+            raise ValueError(f"sram_kb {self.sram_kb:g} is larger than total_sram_kb {self.total_sram_kb:g}")
+        if f"-mcpu={self.core}" not in self.gcc_flags:
+            raise ValueError(f"gcc_flags {self.gcc_flags} do not build for core {self.core} (-mcpu={self.core})")
+        return self
+
+    def summary(self) -> str:
+        return f"{self.core} @ {self.clock_mhz:g} MHz" + (" (Helium)" if self.helium else "")
+
+
 class CompileSettings(_Strict):
     backends: list[str] = Field(description="registered backend names (edgevit.backends); empty only on an FPGA "
                                             "board that no backend compiles a model for (the open flow's boards: "
                                             "`edgevit rtl build`)")
     preferred_backend: str | None = Field(description="one of backends; None when backends is empty")
+    preferred_by_family: dict[str, str] = Field(
+        default_factory=dict, description="model family -> backend for --backend auto, where `edgevit bench` "
+                                          "measured a different fastest backend per family (else preferred_backend)")
     delegate: Literal["xnnpack"] | None = Field(
         default="xnnpack", description="the CPU runtimes' delegate; None on an FPGA board (nothing to delegate to)")
     default_precision: Precision = "int8"
@@ -142,13 +181,21 @@ class CompileSettings(_Strict):
             return self
         if self.preferred_backend not in self.backends:
             raise ValueError(f"preferred_backend '{self.preferred_backend}' is not in backends {self.backends}")
+        wrong = {f: b for f, b in self.preferred_by_family.items() if b not in self.backends}
+        if wrong:
+            raise ValueError(f"preferred_by_family names backends the device does not list ({wrong}); "
+                             f"backends: {self.backends}")
         return self
+
+    def preferred_for(self, family: str | None) -> str | None:
+        """The backend --backend auto starts with for a model of ``family`` (None: a user module)."""
+        return self.preferred_by_family.get(family, self.preferred_backend) if family else self.preferred_backend
 
 
 class DeviceProfile(_Strict):
     name: str = Field(pattern=r"^[a-z0-9][a-z0-9-]*$")
     display_name: str
-    kind: Literal["phone", "board", "desktop", "fpga"]
+    kind: Literal["phone", "board", "desktop", "fpga", "mcu"]
     os: str
     soc: str
     cpu: Cpu | None = Field(description="the host CPU; None only for an FPGA board without one (iCEBreaker)")
@@ -158,6 +205,9 @@ class DeviceProfile(_Strict):
     compute: Compute | None = None
     fpga: Fpga | None = Field(default=None, validate_default=True,
                               description="the programmable logic; required for kind fpga, refused otherwise")
+    mcu: Mcu | None = Field(default=None, validate_default=True,
+                            description="the microcontroller's memories and build; required for kind mcu, refused "
+                                        "otherwise")
     compile: CompileSettings
     sources: list[str] = Field(default_factory=list)
     notes: str | None = None
@@ -166,7 +216,7 @@ class DeviceProfile(_Strict):
     @classmethod
     def _fpga_delegate_defaults_to_none(cls, data):
         """An FPGA board's compile settings have no XNNPACK delegate: the schema's default does not apply."""
-        if isinstance(data, dict) and data.get("kind") == "fpga" and isinstance(data.get("compile"), dict):
+        if isinstance(data, dict) and data.get("kind") in ("fpga", "mcu") and isinstance(data.get("compile"), dict):
             data = {**data, "compile": {"delegate": None, **data["compile"]}}
         return data
 
@@ -182,11 +232,25 @@ class DeviceProfile(_Strict):
                              "(remove the section or set kind: fpga)")
         return fpga
 
+    @field_validator("mcu")
+    @classmethod
+    def _mcu_section_matches_kind(cls, mcu: Mcu | None, info: ValidationInfo) -> Mcu | None:
+        kind = info.data.get("kind")
+        if kind == "mcu" and mcu is None:
+            raise ValueError("kind 'mcu' needs an `mcu:` section (core, gcc_flags, clock_mhz, sram_kb, flash_kb, "
+                             "helium, firmware_board, qemu_machine; see edgevit/devices/profile.py)")
+        if kind is not None and kind != "mcu" and mcu is not None:
+            raise ValueError(f"an `mcu:` section belongs to kind 'mcu' only; this profile is kind '{kind}' "
+                             "(remove the section or set kind: mcu)")
+        return mcu
+
     @field_validator("compile")
     @classmethod
     def _fpga_has_no_cpu_delegate(cls, compile_: CompileSettings, info: ValidationInfo) -> CompileSettings:
-        if info.data.get("kind") == "fpga" and compile_.delegate is not None:
-            raise ValueError(f"delegate '{compile_.delegate}' is a CPU runtime's delegate; an FPGA board has none "
+        kind = info.data.get("kind")
+        if kind in ("fpga", "mcu") and compile_.delegate is not None:
+            board = "an FPGA board" if kind == "fpga" else "a microcontroller"
+            raise ValueError(f"delegate '{compile_.delegate}' is a CPU runtime's delegate; {board} has none "
                              "(leave it out)")
         return compile_
 
@@ -213,10 +277,15 @@ class DeviceProfile(_Strict):
         accelerators = " / ".join(x.split(" (")[0] for x in (self.gpu, self.npu) if x) or "-"
         if self.fpga is not None:  # the part and its fabric, in the same columns as the SoC and GPU/NPU
             accelerators = f"PL: {self.fpga.summary()}"
+        ram, budget = f"{self.memory.ram_gb:g} GB", f"{self.compile.model_memory_mb:g} MB"
+        if self.mcu is not None:   # kilobytes: SRAM for the arena / flash for weights and code
+            cpu = self.mcu.summary()
+            ram = f"{self.mcu.sram_kb:g} KB SRAM"           # the arena's
+            budget = f"{self.mcu.flash_kb:g} KB flash"      # weights + code
         return {"name": self.name, "SoC": self.fpga.part if self.fpga is not None else self.soc, "CPU": cpu,
                 "GPU / NPU": accelerators,
-                "RAM": f"{self.memory.ram_gb:g} GB", "backends (*pref.)": backends,
-                "prec.": self.compile.default_precision, "budget": f"{self.compile.model_memory_mb:g} MB"}
+                "RAM": ram, "backends (*pref.)": backends,
+                "prec.": self.compile.default_precision, "budget": budget}
 
 
 def host_facts() -> dict:
