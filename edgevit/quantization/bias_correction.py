@@ -16,6 +16,7 @@ from torch import nn
 from torch.fx import GraphModule, Interpreter, Node
 
 from .layers import weight_layers
+from .pt2e import plain_compile
 
 __all__ = ["correct_bias"]
 
@@ -83,14 +84,37 @@ def _reference_means(reference: nn.Module, names: dict[str, bool],
     return {name: total / count for name, total in sums.items()}
 
 
+# Per-tensor quantize/dequantize: element-wise, so computing them a few images at a time gives the same
+# values bit for bit, while their float temporaries (x / scale, round, + zero point, clamp) shrink to a chunk.
+_ELEMENTWISE_QDQ = (torch.ops.quantized_decomposed.quantize_per_tensor.default,
+                    torch.ops.quantized_decomposed.dequantize_per_tensor.default)
+
+
 class _CorrectingRun(Interpreter):
     """One run of the quantized graph over the whole calibration set that corrects each layer as it is
     reached: its output gets the missing mean (exactly what the corrected bias adds), so every later
-    layer is measured after the ones before it, in a single forward pass."""
+    layer is measured after the ones before it, in a single forward pass. Layers run on the whole set
+    (their means, hence the corrected biases, stay exactly as computed on it); the element-wise
+    quantize/dequantize steps between them run ``chunk`` images at a time (memory: their temporaries were
+    the compile's peak, +0.9 GB on EfficientFormer-L1 with 32 images)."""
 
-    def __init__(self, gm: GraphModule, layers: dict[Node, tuple[str, bool]], means: dict[str, torch.Tensor]):
+    def __init__(self, gm: GraphModule, layers: dict[Node, tuple[str, bool]], means: dict[str, torch.Tensor],
+                 chunk: int | None = None):
         super().__init__(gm)
-        self.layers, self.means, self.corrected = layers, means, []
+        self.layers, self.means, self.corrected, self.chunk = layers, means, [], chunk
+
+    def call_function(self, target, args, kwargs):
+        x = args[0] if args else None
+        if self.chunk is None or target not in _ELEMENTWISE_QDQ or not isinstance(x, torch.Tensor) \
+                or x.dim() == 0 or x.shape[0] <= self.chunk or not x.is_contiguous():
+            return super().call_function(target, args, kwargs)
+        first = target(x[:self.chunk], *args[1:], **kwargs)
+        out = first.new_empty((x.shape[0], *first.shape[1:]))  # contiguous, as the whole-batch op returns
+        out[:self.chunk] = first
+        del first
+        for start in range(self.chunk, x.shape[0], self.chunk):
+            out[start:start + self.chunk] = target(x[start:start + self.chunk], *args[1:], **kwargs)
+        return out
 
     def run_node(self, n: Node):
         out = super().run_node(n)
@@ -98,7 +122,9 @@ class _CorrectingRun(Interpreter):
             name, linear = self.layers[n]
             delta = self.means[name] - _channel_mean(out, linear)
             _add_to_attr(self.module, n.args[2].target, delta)
-            out = out + (delta if linear else delta.view(1, -1, *([1] * (out.dim() - 2))))
+            shift = delta if linear else delta.view(1, -1, *([1] * (out.dim() - 2)))
+            # in place (the layer's fresh output, no one else holds it): one whole-set activation less at peak
+            out = out + shift if self.chunk is None else out.add_(shift)
             self.corrected.append(name)
         return out
 
@@ -120,6 +146,6 @@ def correct_bias(quantized: GraphModule, reference: nn.Module, calibration: torc
         return []
     means = _reference_means(reference, dict(layers.values()), [calibration[i:i + batch]
                                                                 for i in range(0, len(calibration), batch)])
-    run = _CorrectingRun(quantized, layers, means)
+    run = _CorrectingRun(quantized, layers, means, chunk=None if plain_compile() else 4)
     run.run(calibration)
     return run.corrected

@@ -1,6 +1,8 @@
 """The PT2E flow shared by every backend: export -> prepare_pt2e -> calibrate -> convert_pt2e."""
 from __future__ import annotations
 
+import copy
+import os
 from collections.abc import Callable
 
 import torch
@@ -9,9 +11,29 @@ from torch.export import Dim
 from torchao.quantization.pt2e.quantize_pt2e import convert_pt2e, prepare_pt2e
 from torchao.quantization.pt2e.quantizer import Quantizer
 
-__all__ = ["quantize_pt2e"]
+__all__ = ["quantize_pt2e", "plain_compile", "PLAIN_COMPILE_ENV"]
 
 CALIBRATION_BATCH = 16
+# Set to 1 to switch off the compile-speed shortcuts (tools/bench_compile_time.py's "plain" variant, and the
+# test that checks the shortcuts leave the artifact's bytes unchanged).
+PLAIN_COMPILE_ENV = "EDGEVIT_PLAIN_COMPILE"
+
+
+def plain_compile() -> bool:
+    return os.environ.get(PLAIN_COMPILE_ENV, "0") == "1"
+
+
+def _skip_absent_bn_patterns(quantizer: Quantizer, captured: torch.fx.GraphModule) -> Quantizer:
+    """XNNPACK's quantizer (and its subclasses) annotates conv + *training-mode* BatchNorm patterns (for QAT)
+    in PTQ too, tracing 12 pattern graphs with torch.export on every annotate: ~4 s of CPU per compile. A
+    graph without a batch_norm node cannot match them, so the annotation is the same without them."""
+    patterns = getattr(quantizer, "SUPPORTED_PATTERNS", None)
+    if patterns is None or any("batch_norm" in str(node.target) for node in captured.graph.nodes
+                               if node.op == "call_function"):
+        return quantizer
+    lean = copy.copy(quantizer)  # shallow: the caller's quantizer keeps its patterns
+    lean.SUPPORTED_PATTERNS = [p for p in patterns if not p.name.endswith(("_bn", "_bn_relu"))]
+    return lean
 
 
 def _capture_for_calibration(model: nn.Module, example: torch.Tensor,
@@ -42,6 +64,8 @@ def quantize_pt2e(model: nn.Module, example: torch.Tensor, quantizer: Quantizer,
     backends re-export it at the deployment shape. ``batch``: images per calibration call (default 16).
     """
     captured, step = _capture_for_calibration(model.eval(), example, batch or CALIBRATION_BATCH)
+    if not plain_compile():
+        quantizer = _skip_absent_bn_patterns(quantizer, captured)
     prepared = prepare_pt2e(captured, quantizer)
     dynamic = step != example.shape[0]
     for start in range(0, calibration.shape[0], step):

@@ -12,6 +12,7 @@ from torch import nn
 
 from ...progress import StageProgress
 from ...quantization import QuantRecipe, quantize_static
+from ...quantization.pt2e import plain_compile
 from ..base import LoweredArtifact, OpSummary
 from .quantizer import xnnpack_int8_quantizer
 
@@ -65,7 +66,7 @@ def _etrecord_bytes(program) -> bytes:
 def lower_to_pte(model: nn.Module, example: torch.Tensor, precision: str, calibration: torch.Tensor | None,
                  progress: StageProgress, recipe: QuantRecipe | None, suffix: str) -> LoweredArtifact:
     from executorch.backends.xnnpack.partition.xnnpack_partitioner import XnnpackPartitioner
-    from executorch.exir import to_edge_transform_and_lower
+    from executorch.exir import EdgeCompileConfig, to_edge_transform_and_lower
 
     model.eval()  # (not `model = model.eval()`: a quantized GraphModule's eval() returns None)
     if precision == "int8":
@@ -81,7 +82,11 @@ def lower_to_pte(model: nn.Module, example: torch.Tensor, precision: str, calibr
         exported = torch.export.export(model, (example,))
     with progress.stage("lowering to XNNPACK"):
         # The ETRecord ties profile events (debug handles) back to model modules: `edgevit profile`.
-        edge = to_edge_transform_and_lower(exported, partitioner=[XnnpackPartitioner()],
+        # No EXIR IR-validity verifier: it re-checks every op after each of XNNPACK's ~17 passes, and the
+        # lowered bytes are the same without it; XNNPACK's own config turns it off too
+        # (executorch/backends/xnnpack/utils/configs.py: get_xnnpack_edge_compile_config).
+        config = None if plain_compile() else EdgeCompileConfig(_check_ir_validity=False)
+        edge = to_edge_transform_and_lower(exported, partitioner=[XnnpackPartitioner()], compile_config=config,
                                            generate_etrecord=True)
         ops = summarize_ops(edge.exported_program())
     with progress.stage("serializing .pte"):
