@@ -55,7 +55,15 @@ def test_efficientformerv2_fp32_is_exact_in_the_runtime(tmp_path):
 # Two families' micro variants at 64x64 (small, so CI stays fast; tests/test_model_conformance.py checks the
 # full-size variants' numerics against timm, test_litert.py lowers full-size ones).
 @pytest.mark.parametrize("name,precision", [pytest.param("shvit_micro", "int8", marks=pytest.mark.slow),
-                                            ("tiny_vit_micro", "fp32")])
+                                            ("tiny_vit_micro", "fp32"),
+                                            # MobileViT v2: unfold, GroupNorm(1), separable attention
+                                            pytest.param("mobilevitv2_micro", "int8", marks=pytest.mark.slow),
+                                            # EfficientViT (MIT): ReLU linear attention, its division float by rule
+                                            pytest.param("efficientvit_mit_micro", "int8", marks=pytest.mark.slow),
+                                            # FastViT: reparameterized MobileOne/RepMixer, positional encoding + MHSA
+                                            pytest.param("fastvit_micro", "int8", marks=pytest.mark.slow),
+                                            # MobileNetV4 hybrid: UIB blocks, multi-query attention, strided K/V
+                                            pytest.param("mobilenetv4_hybrid_micro", "int8", marks=pytest.mark.slow)])
 @pytest.mark.integration
 def test_zoo_model_end_to_end(tmp_path, name, precision):
     result = compile_model(CompileOptions(model=name, device="pixel8", precision=precision,
@@ -74,6 +82,11 @@ def test_zoo_model_end_to_end(tmp_path, name, precision):
         assert m["calibration"] is None
     assert m["verification"]["passed"] and m["verification"]["cosine"] >= 0.98
     assert m["ops"]["delegated_ops"] > 50 and m["ops"]["delegate_calls"] >= 1
+    assert m["ops"]["delegate_calls"] == 1 and m["ops"]["non_delegated_ops"] == 0, m["ops"]["non_delegated"]
+    if name == "efficientvit_mit_micro":  # the family's float rule, applied and named in the manifest
+        rule = m["quantization"]["float_by_family_rule"]
+        assert rule["modules"] == ["ReluLinearAttention"] and len(rule["fp32_layers"]) == 4
+        assert set(rule["fp32_layers"]) <= set(m["quantization"]["fp32_layers"])
     assert m["artifact"]["size_bytes"] == result.artifact.stat().st_size
     assert m["inputs"][0]["shape"] == [1, 3, 64, 64] and m["outputs"][0]["shape"] == [1, 10]
     assert m["preprocessing"]["center_crop"] == [64, 64]

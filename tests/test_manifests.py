@@ -19,7 +19,9 @@ from edgevit.models import list_models, read_state_dict
 
 pytestmark = [pytest.mark.filterwarnings("ignore")]
 
-MICROS = [name for name in list_models() if name.endswith("_micro")]
+# One micro variant per head layout the manifest must describe (pooled classifier, distillation head, dense
+# task maps); the other families' micro variants compile in test_compile.py / test_model_conformance.py.
+MICROS = ["efficientformer_micro", "efficientformerv2_micro", "m3vit_micro", "shvit_micro", "tiny_vit_micro"]
 CLASSES = 3
 
 
@@ -40,7 +42,7 @@ def _json(capsys) -> dict:
 @pytest.mark.integration
 @pytest.mark.slow
 def test_compile_and_profile_manifests_match_the_artifact(name, tmp_path, capsys):
-    assert len(MICROS) == 5
+    assert set(MICROS) <= set(list_models())
     out = tmp_path / "out"
     assert main(["compile", name, "--device", "host", "--backend", "executorch", "--precision", "fp32",
                  "--num-classes", str(CLASSES), "--num-verify", "2", "-o", str(out), "--json"]) == 0

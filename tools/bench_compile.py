@@ -86,7 +86,8 @@ def bench_model(name: str, rounds: int, warmup: int, threads: int, num_calib: in
         runners[f"plain_{precision}"], sizes[f"plain_{precision}"] = backend.load(data, threads), len(data)
     for precision in ("fp32", "int8"):
         start = time.perf_counter()
-        result = compile_model(CompileOptions(model=name, device="host", precision=precision,
+        # backend named: host's preferred backend is LiteRT, and this compares ExecuTorch programs.
+        result = compile_model(CompileOptions(model=name, device="host", backend="executorch", precision=precision,
                                               num_calib=num_calib, output_root=workdir, threads=threads))
         compile_s[f"edgevit_{precision}"] = time.perf_counter() - start
         label = f"edgevit_{precision}"

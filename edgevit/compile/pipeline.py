@@ -228,7 +228,8 @@ def _lower(opts: CompileOptions, plan: _Plan, model: PreparedModel, exported, pr
     """Quantize + lower (and, under --max-drop, search the layers to keep in fp32)."""
     recipe = plan.recipe
     if recipe is not None:
-        recipe = replace(recipe, bridge_module=model.spec.family_spec.bridge_module if model.spec else None)
+        # The family's facts: its bridge module and its float rule (layers always kept float, by name).
+        recipe = recipe.for_family(model.spec.family_spec if model.spec else None, exported.graph)
         _check_layer_names(recipe.fp32_layers, exported)
         drop_data = _drop_data(opts, preprocess, model) if opts.max_drop is not None else None
     calibration, verification = _data_sets(opts, preprocess, need_calibration=plan.precision == "int8")

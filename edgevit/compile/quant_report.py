@@ -77,7 +77,9 @@ def quant_report(opts: QuantReportOptions, progress: StageProgress | None = None
     with progress.stage("deploy form"):
         model = prepare_model(opts.model, parse_input_shape(opts.input_shape), opts.num_classes, opts.weights)
     resolved, deployed, example = model, model.deployed, model.example
-    recipe = replace(recipe, bridge_module=model.spec.family_spec.bridge_module if model.spec else None)
+    # The family's bridge module and float rule (its float modules stay float in every candidate).
+    recipe = replace(recipe, bridge_module=model.spec.family_spec.bridge_module if model.spec else None,
+                     float_modules=model.spec.family_spec.float_modules if model.spec else ())
     preprocess = Preprocess.from_dict(model.preprocessing)
     calibration = (load_image_folder(opts.calib, preprocess, opts.num_calib) if opts.calib is not None
                    else synthetic_images(preprocess, opts.num_calib, seed=0))

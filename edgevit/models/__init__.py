@@ -21,7 +21,20 @@ from __future__ import annotations
 from torch import nn
 
 # Importing the family modules registers their families and variants.
-from . import efficientformer, efficientformer_v2, m3vit, micro, shvit, tiny_vit  # noqa: F401,E402
+from . import (  # noqa: F401,E402
+    efficientformer,
+    efficientformer_v2,
+    efficientvit_mit,
+    efficientvit_msra,
+    fastvit,
+    m3vit,
+    micro,
+    mobilenetv4,
+    mobilevit,
+    mobilevit_v2,
+    shvit,
+    tiny_vit,
+)
 from ._checkpoint import load_weights, read_state_dict, sha256_of
 from ._complexity import count_params_and_macs
 from ._deploy import deploy, is_deployed

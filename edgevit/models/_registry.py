@@ -44,6 +44,9 @@ class FamilySpec:
     # (and wrappers, distillation heads) to this package's; applied by ``load_weights``.
     checkpoint_filter: Callable[[dict, nn.Module], dict] | None = field(default=None, repr=False)
     paper: str = ""
+    # Class names of deploy-form modules whose ops int8 cannot hold (EfficientViT's ReLU-attention division):
+    # the int8 recipe always keeps them float, and the manifest names the layers this rule kept float.
+    float_modules: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -87,11 +90,12 @@ _FAMILIES: dict[str, FamilySpec] = {}
 
 
 def register_family(name: str, *, bridge_module: str | None = None,
-                    checkpoint_filter: Callable[[dict, nn.Module], dict] | None = None, paper: str = "") -> FamilySpec:
+                    checkpoint_filter: Callable[[dict, nn.Module], dict] | None = None, paper: str = "",
+                    float_modules: tuple[str, ...] = ()) -> FamilySpec:
     """Register a family (once, before its variants); returns its spec."""
     if name in _FAMILIES:
         raise ValueError(f"family {name!r} registered twice")
-    spec = _FAMILIES[name] = FamilySpec(name, bridge_module, checkpoint_filter, paper)
+    spec = _FAMILIES[name] = FamilySpec(name, bridge_module, checkpoint_filter, paper, tuple(float_modules))
     return spec
 
 

@@ -6,7 +6,8 @@ branch ends, layer scales of 1e-5. Such a network is nearly the identity plus a 
 every branch active. So, seeded and deterministic:
 
 - BatchNorm: gamma ~ U(0.5, 1.5), beta ~ N(0, 0.1), running mean ~ N(0, 0.1), running var ~ U(0.5, 1.5)
-- any other 1-D weight (not a bias) that init left tiny (|p| < 1e-3 everywhere: layer scales) ~ U(0.1, 0.5)
+- any other per-channel weight (1-D or (C, 1, 1); not a bias) that init left tiny (|p| < 1e-3 everywhere:
+  layer scales) ~ U(0.1, 0.5)
 - everything else (conv/linear weights, attention-bias tables) keeps the family's own initialisation.
 
 The manifest records these as synthetic; they are for the pipeline's timing, size and numerics checks,
@@ -36,7 +37,8 @@ def apply_synthetic_weights(model: nn.Module, seed: int = 0) -> nn.Module:
                 m.bias.copy_(torch.randn(m.bias.shape, generator=g) * 0.1)
                 batchnorm_params.update({id(m.weight), id(m.bias)})
     for name, p in model.named_parameters():
-        if (p.ndim == 1 and id(p) not in batchnorm_params and not name.endswith("bias") and p.numel()
-                and p.abs().max() < 1e-3):
+        # Per-channel: 1-D, or (C, 1, 1) as FastViT's LayerScale2d gains.
+        if (p.ndim >= 1 and p.numel() == p.shape[0] and id(p) not in batchnorm_params and not name.endswith("bias")
+                and p.numel() and p.abs().max() < 1e-3):
             p.copy_(torch.rand(p.shape, generator=g) * 0.4 + 0.1)
     return model

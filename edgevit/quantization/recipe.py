@@ -42,6 +42,11 @@ class QuantRecipe:
     # Class name of the model's first conv->attention bridge (the family's FamilySpec.bridge_module);
     # None: float_bridges keeps nothing float.
     bridge_module: str | None = None
+    # The family's FamilySpec.float_modules: deploy-form module classes whose ops always stay float (a rule,
+    # not a step: e.g. EfficientViT's ReLU-attention division), and the layers that rule resolved to in the
+    # exported graph (``for_family``), recorded in the manifest apart from the user's --fp32-layer choices.
+    float_modules: tuple[str, ...] = ()
+    rule_fp32_layers: tuple[str, ...] = ()
 
     def __post_init__(self):
         check_observer(self.observer)
@@ -58,6 +63,15 @@ class QuantRecipe:
 
     def with_fp32_layers(self, layers) -> QuantRecipe:
         return replace(self, fp32_layers=tuple(layers))
+
+    def for_family(self, family, graph: torch.fx.Graph) -> QuantRecipe:
+        """This recipe with a family's facts (``FamilySpec`` or None): its bridge module, and its float rule
+        resolved into layer names of ``graph`` (the exported deploy form)."""
+        if family is None:
+            return replace(self, bridge_module=None, float_modules=(), rule_fp32_layers=())
+        modules = tuple(getattr(family, "float_modules", ()))
+        return replace(self, bridge_module=family.bridge_module, float_modules=modules,
+                       rule_fp32_layers=tuple(rule_layers(graph, modules)))
 
     @property
     def calibration_batch(self) -> int | None:
@@ -78,6 +92,8 @@ class QuantRecipe:
     def keeps_float(self, node: Node) -> bool:
         """True for a node this recipe leaves unquantized (the quantizer's annotation filter)."""
         types = module_types(node)
+        if self.float_modules and any(t in self.float_modules for t in types):
+            return True  # the family rule: every op inside (divisions, their operands), not only the layers
         if self.float_norm and any(t.endswith("Standardize") for t in types):
             return True
         if self.float_scores and node.target == torch.ops.aten.add.Tensor and any(
@@ -98,7 +114,18 @@ class QuantRecipe:
                 "vit_aware": {"float_norm_statistics": self.float_norm, "float_attention_scores": self.float_scores,
                               "rescale_norm": self.rescale_norm, "float_bridges": self.float_bridges,
                               "bias_correction": self.bias_correction},
-                "fp32_layers": list(self.fp32_layers)}
+                "fp32_layers": list(dict.fromkeys(self.fp32_layers + self.rule_fp32_layers)),
+                **({"float_by_family_rule": {"modules": list(self.float_modules),
+                                             "fp32_layers": list(self.rule_fp32_layers)}}
+                   if self.float_modules else {})}
+
+
+def rule_layers(graph: torch.fx.Graph, modules: tuple[str, ...]) -> list[str]:
+    """Names (:func:`quantizable_layers` terms) of the layers inside any module of a class in ``modules``."""
+    if not modules:
+        return []
+    return [name for name, node in quantizable_layers(graph).items()
+            if any(t in modules for t in module_types(node))]
 
 
 def _paths(node: Node) -> list[str]:

@@ -59,8 +59,10 @@ def build_stages(sg: SplitGraph, last_units: list[int], backends: list[str], pre
         recipe = None
         if precision == "int8" and backend.takes_recipe:
             recipe = QuantRecipe.from_steps(None, observer=DEFAULT_OBSERVER, num_calib=len(stage_inputs))
-            recipe = replace(recipe, bridge_module=sg.prepared.spec.family_spec.bridge_module
-                             if sg.prepared.spec else None)
+            family = sg.prepared.spec.family_spec if sg.prepared.spec else None
+            # The family's facts: its bridge module, and its float rule (modules int8 cannot hold stay float).
+            recipe = replace(recipe, bridge_module=family.bridge_module if family else None,
+                             float_modules=family.float_modules if family else ())
         with progress.stage(f"stage {k}: units {first}..{last} -> {backend_name} {precision}"):
             lowered = backend.lower(module, example, precision, stage_inputs if precision == "int8" else None,
                                     progress, **({"recipe": recipe} if recipe is not None else {}))

@@ -304,7 +304,7 @@ def evaluate_classwise(plan: dict, models: ClasswiseModels, inputs: torch.Tensor
 # ------------------------------------------------------------------------------------------------ build
 
 def _lower(module: nn.Module, backend_name: str, example: torch.Tensor, precision: str,
-           calibration: torch.Tensor | None, bridge_module: str | None, progress: StageProgress):
+           calibration: torch.Tensor | None, family, progress: StageProgress):
     from ..backends import get_backend
     from ..quantization import DEFAULT_OBSERVER, QuantRecipe
 
@@ -312,7 +312,9 @@ def _lower(module: nn.Module, backend_name: str, example: torch.Tensor, precisio
     kwargs = {}
     if precision == "int8" and backend.takes_recipe:
         recipe = QuantRecipe.from_steps(None, observer=DEFAULT_OBSERVER, num_calib=len(calibration))
-        kwargs["recipe"] = replace(recipe, bridge_module=bridge_module)
+        # The family's facts (FamilySpec or None): its bridge module and its float rule.
+        kwargs["recipe"] = replace(recipe, bridge_module=family.bridge_module if family else None,
+                                   float_modules=family.float_modules if family else ())
     return backend.lower(module, example, precision, calibration if precision == "int8" else None, progress,
                          **kwargs)
 
@@ -343,14 +345,14 @@ def build_classwise(plan: dict, models: ClasswiseModels, output_root: Path, cali
 
     progress = progress or SilentProgress()
     precision = plan["precision"]
-    bridge = get_model_spec(plan["sub_model"]).family_spec.bridge_module
+    family = get_model_spec(plan["sub_model"]).family_spec
     # Contiguous (NCHW) on purpose: ExecuTorch keeps the example's dim order, and a channels-last example (a
     # permuted HWC batch) makes a program that misreads the NCHW tensors the runtime is given.
     example, calibration = verify[:1].contiguous(), calibration.contiguous()
     subs, rows = [], []
     for k, (sub, dev) in enumerate(zip(models.subs, plan["devices"])):
         with progress.stage(f"sub-model {k} -> {dev['name']} ({dev['backend']} {precision})"):
-            lowered = _lower(deploy(sub), dev["backend"], example, precision, calibration, bridge, progress)
+            lowered = _lower(deploy(sub), dev["backend"], example, precision, calibration, family, progress)
         subs.append(StageArtifact(0, dev["backend"], lowered.data, sha256_bytes(lowered.data), "float32"))
         rows.append({"index": k, "device": dev["name"], "backend": dev["backend"], "classes": dev["classes"],
                      "class_indices": dev["class_indices"], "outputs": dev["outputs"],

@@ -21,7 +21,9 @@ __all__ = ["static_int8_recipe", "float16_weights_recipe", "dynamic_int8_recipe"
 # delegate between QUANTIZE/DEQUANTIZE. efficientformerv2_s0 at 64x64: 49 partitions and 50 ops outside
 # -> 1 partition, nothing outside, same SQNR. efficientformer_l1 at 224 (its 14 int8 AVERAGE_POOL_2D):
 # 18 partitions, 7.5 ms -> 4 partitions, 4.4 ms at 1 thread.
-FLOAT_IN_INT8 = ("BATCH_MATMUL", "SOFTMAX", "GELU", "RSQRT", "DIV", "AVERAGE_POOL_2D")
+FLOAT_IN_INT8 = ("BATCH_MATMUL", "SOFTMAX", "GELU", "RSQRT", "DIV", "AVERAGE_POOL_2D",
+                 "HARD_SWISH",  # XNNPACK's delegate: fp32 only (efficientvit_mit_micro: 18 int8 ones outside)
+                 "RELU")  # standalone (unfused) ones: int8 only with equal in/out qparams (EfficientViT attention)
 
 
 def static_int8_recipe():
