@@ -52,18 +52,12 @@ def test_efficientformerv2_fp32_is_exact_in_the_runtime(tmp_path):
     assert result.manifest["verification"]["sqnr_db"] > 60
 
 
-# Two families' micro variants at 64x64 (small, so CI stays fast; tests/test_model_conformance.py checks the
-# full-size variants' numerics against timm, test_litert.py lowers full-size ones).
-@pytest.mark.parametrize("name,precision", [pytest.param("shvit_micro", "int8", marks=pytest.mark.slow),
-                                            ("tiny_vit_micro", "fp32"),
-                                            # MobileViT v2: unfold, GroupNorm(1), separable attention
-                                            pytest.param("mobilevitv2_micro", "int8", marks=pytest.mark.slow),
-                                            # EfficientViT (MIT): ReLU linear attention, its division float by rule
-                                            pytest.param("efficientvit_mit_micro", "int8", marks=pytest.mark.slow),
-                                            # FastViT: reparameterized MobileOne/RepMixer, positional encoding + MHSA
-                                            pytest.param("fastvit_micro", "int8", marks=pytest.mark.slow),
-                                            # MobileNetV4 hybrid: UIB blocks, multi-query attention, strided K/V
-                                            pytest.param("mobilenetv4_hybrid_micro", "int8", marks=pytest.mark.slow)])
+# Micro variants at 64x64 (small, so CI stays fast; tests/test_model_conformance.py checks the full-size variants'
+# numerics against timm, test_litert.py lowers full-size ones): int8 on a family with a float rule
+# (EfficientViT-MIT: its division stays float inside the one delegate) and fp32 on TinyViT. The other families'
+# int8 compiles are measured in tools/bench_compile.py (CI time); their exported ops are checked by conformance.
+@pytest.mark.parametrize("name,precision", [("tiny_vit_micro", "fp32"),
+                                            pytest.param("efficientvit_mit_micro", "int8", marks=pytest.mark.slow)])
 @pytest.mark.integration
 def test_zoo_model_end_to_end(tmp_path, name, precision):
     result = compile_model(CompileOptions(model=name, device="pixel8", precision=precision,

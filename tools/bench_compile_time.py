@@ -126,7 +126,7 @@ def _table(runs: list[dict]) -> None:
                   f".pte bytes {'identical' if same else 'DIFFER'} across runs")
 
 
-def main() -> None:
+def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--models", nargs="+", help="models to compile (default: efficientformer_l1 on pixel8 "
                         "and tiny_vit_micro on host at 96)")
@@ -140,8 +140,9 @@ def main() -> None:
     parser.add_argument("--variants", nargs="+", default=["plain", "fast"], choices=list(VARIANTS))
     parser.add_argument("--repeats", type=int, default=1)
     parser.add_argument("--json", type=Path, help="also write every run here")
-    parser.add_argument("--child", action="store_true", help=argparse.SUPPRESS)
-    args = parser.parse_args()
+    parser.add_argument("--child", action="store_true",
+                        help="internal: one compile in this process, stage timings printed (the parent spawns it)")
+    args = parser.parse_args(argv)
     if args.child:
         return _child(args)
     plan = [(m, args.device or "pixel8", {}) for m in args.models] if args.models else DEFAULT_RUNS
@@ -158,7 +159,8 @@ def main() -> None:
         args.json.write_text(json.dumps({"command": " ".join(sys.argv), "cpu_count": os.cpu_count(),
                                          "runs": runs}, indent=1))
         print(f"\nwrote {args.json}")
+    return 0
 
 
 if __name__ == "__main__":
-    main()
+    raise SystemExit(main())
