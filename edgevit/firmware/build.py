@@ -20,7 +20,7 @@ from pathlib import Path
 from ..errors import EdgevitError
 
 __all__ = ["Board", "BOARDS", "BuildError", "FirmwareBuild", "build_agent", "build_selftest", "firmware_root",
-           "RUNNERS"]
+           "run_tool", "RUNNERS"]
 
 AGENT_SOURCES = ("agent.c", "frames.c", "crc.c", "sha256.c")
 RUNNERS = {"hls_csim": "runners/hls_csim.cpp", "builtin_model": "runners/builtin_model.c"}
@@ -77,16 +77,23 @@ def _tool(name: str, apt: str) -> str:
     return found
 
 
-def _run(cmd: list[str], what: str, timeout: float) -> None:
+def run_tool(cmd: list[str], what: str, timeout: float,
+             error: type[EdgevitError] = EdgevitError) -> subprocess.CompletedProcess:
+    """Run a compiler / emulator; a timeout or a non-zero exit becomes ``error`` naming ``what`` (e.g. "g++
+    building x"), the command and the last lines of its output. The one place tool failures are worded."""
     try:
         done = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout, check=False)
     except subprocess.TimeoutExpired:
-        raise BuildError(f"Building {what} took longer than {timeout:.0f} s and was stopped; check the machine's "
-                         "load.") from None
+        raise error(f"{what} took longer than {timeout:.0f} s and was stopped; check the machine's load.") from None
     if done.returncode != 0:
         log = "\n".join((done.stdout + done.stderr).rstrip().splitlines()[-_LOG_LINES:])
-        raise BuildError(f"The compiler failed building {what} (exit {done.returncode}); command: {' '.join(cmd)}\n"
-                         f"last lines of its output:\n{log}")
+        raise error(f"{what} failed (exit {done.returncode}); command: {' '.join(cmd)}\n"
+                    f"last lines of its output:\n{log}")
+    return done
+
+
+def _run(cmd: list[str], what: str, timeout: float) -> None:
+    run_tool(cmd, f"Building {what}", timeout, BuildError)
 
 
 def build_agent(board: str, output: str | Path, *, runner: str, device: str, sources: Sequence[str | Path] = (),

@@ -17,11 +17,11 @@ from collections.abc import Iterable, Sequence
 from pathlib import Path
 
 from ...errors import EdgevitError
+from ...firmware.build import run_tool
 
 __all__ = ["ToolchainError", "BuildError", "hls_root", "ap_types_include", "gxx_version", "build"]
 
 _HLS4ML_FIX = "pip install hls4ml==1.3.0"
-_LOG_LINES = 30
 
 
 class ToolchainError(EdgevitError):
@@ -92,15 +92,7 @@ def build(sources: Sequence[str | Path], output: str | Path, include_dirs: Itera
     os.close(fd)
     cmd = [_gxx(), "-std=c++14", opt, *extra_flags, *(f"-I{d}" for d in include_dirs), *map(str, sources), "-o", tmp]
     try:
-        try:
-            done = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout, check=False)
-        except subprocess.TimeoutExpired:
-            raise BuildError(f"g++ took longer than {timeout:.0f} s building {output.name} and was stopped; check the "
-                             "machine's load, or build with a lower optimisation level.") from None
-        if done.returncode != 0:
-            log = "\n".join((done.stdout + done.stderr).rstrip().splitlines()[-_LOG_LINES:])
-            raise BuildError(f"g++ failed building {output.name} (exit {done.returncode}); command: "
-                             f"{' '.join(cmd)}\nlast lines of its output:\n{log}")
+        run_tool(cmd, f"g++ building {output.name}", timeout, BuildError)
         os.chmod(tmp, 0o755 & ~_umask())
         os.replace(tmp, output)
     finally:

@@ -19,12 +19,12 @@ from pathlib import Path
 import numpy as np
 
 from ...errors import EdgevitError
+from ...firmware.build import run_tool
 
 __all__ = ["ToolchainError", "kernels_root", "tool_version", "build_host_library", "HostModel", "CrossTarget",
            "cross_sizes", "elf_sizes", "build_semihost_elf", "run_qemu_semihost", "KERNEL_SOURCES"]
 
 KERNEL_SOURCES = ("edgevit_kernels.c",)
-_LOG_LINES = 30
 _APT = {"gcc": "gcc", "arm-none-eabi-gcc": "gcc-arm-none-eabi libnewlib-arm-none-eabi",
         "arm-none-eabi-size": "binutils-arm-none-eabi", "qemu-system-arm": "qemu-system-arm"}
 
@@ -61,16 +61,7 @@ def tool_version(name: str) -> str | None:
 
 
 def _run(cmd: list[str], what: str, timeout: float) -> subprocess.CompletedProcess:
-    try:
-        done = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout, check=False)
-    except subprocess.TimeoutExpired:
-        raise ToolchainError(f"{what} took longer than {timeout:.0f} s and was stopped; check the machine's "
-                             "load.") from None
-    if done.returncode != 0:
-        log = "\n".join((done.stdout + done.stderr).rstrip().splitlines()[-_LOG_LINES:])
-        raise ToolchainError(f"{what} failed (exit {done.returncode}); command: {' '.join(cmd)}\n"
-                             f"last lines of its output:\n{log}")
-    return done
+    return run_tool(cmd, what, timeout, ToolchainError)
 
 
 def _write_sources(folder: Path, sources: dict[str, str]) -> list[Path]:
