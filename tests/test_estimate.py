@@ -2,6 +2,7 @@
 .pte's calibrated estimate lands near its measured time, and every bad input is a clear exit 2."""
 from __future__ import annotations
 
+import dataclasses
 import json
 import random
 
@@ -68,6 +69,62 @@ def test_calibration_round_trips(tmp_path):
     loaded = CostModel.load(tmp_path / "c.json")
     work = _synthetic_model(random.Random(1), 5)
     assert loaded.predict(work).total_ms == pytest.approx(model.predict(work).total_ms, rel=1e-9)
+
+
+@pytest.mark.unit
+def test_ops_outside_the_delegate_cost_portable_time_and_delegate_calls():
+    model = _synthetic_truth()
+    model.ops["portable/fp32"] = OpCost(1e-9, 0.0, 0.0, 1e-6, "truth")
+    gemm = WorkItem("gemm", "fp32", 64 * 64 * 64, 3 * 64 * 64 * 4, "s", "linear", (1, 64, 64, 64), 64 * 64 * 4)
+    outside = WorkItem("portable", "fp32", 4096, 2 * 4096 * 4, "s", "cumsum")
+    inside = model.predict(ModelWork("one", (1,), "fp32", [gemm, gemm, gemm]))
+    after = [dataclasses.replace(gemm, partition=k) for k in (1, 2)]  # behind one and two outside steps
+    split = model.predict(ModelWork("split", (1,), "fp32", [gemm, outside, after[0], outside, after[1]]))
+    assert (inside.partitions, inside.outside_ops, split.partitions, split.outside_ops) == (1, 0, 3, 2)
+    portable_ms = 2 * model.item_seconds(outside) * 1e3 * (1 + model.unprofiled["fp32"])
+    assert split.outside_ms == pytest.approx(portable_ms)
+    assert split.basis["portable/fp32"] == "truth"  # its own line, never XNNPACK's data movement
+    # two more items dispatched, two more delegate calls entered
+    assert split.total_ms - inside.total_ms == pytest.approx(
+        portable_ms + 2 * model.dispatch_s["fp32"] * 1e3 + 2 * 2.0e-6 * 1e3)
+    with pytest.raises(Exception, match="portable/int8"):  # no silent fallback to a movement rate
+        CostModel("bare", {"movement/fp32": OpCost(0, 1e-9, 0, 0, "x")}).predict(
+            ModelWork("m", (1,), "fp32", [WorkItem("portable", "int8", 10, 10, "s", "x")]))
+
+
+@pytest.mark.unit
+def test_the_replay_knows_the_ops_xnnpack_takes():
+    from executorch.backends.xnnpack.partition.config import ALL_PARTITIONER_CONFIGS
+
+    from edgevit.backends.executorch.xnnpack_replay import XNNPACK_EDGE_OPS
+
+    assert XNNPACK_EDGE_OPS == {config.target_name for config in ALL_PARTITIONER_CONFIGS}
+
+
+@pytest.mark.integration
+def test_predicted_delegate_calls_and_ops_outside_match_the_lowering_and_its_profile(tmp_path, monkeypatch):
+    """cumsum, LayerNorm and a token mean stay outside XNNPACK: the replay must say how many and where the
+    delegated graph splits, as the real lowering (manifest) and its ETDump (profile) show."""
+    from pathlib import Path
+
+    from edgevit.backends import get_backend
+    from edgevit.estimate import model_work
+    from edgevit.estimate.observe import observation_from_profile
+
+    monkeypatch.chdir(Path(__file__).parent)  # `user_models:...` resolves like a user's package in the cwd
+    model = "user_models:build_partly_outside"
+    assert main(["compile", model, "--device", "host", "--backend", "executorch", "--precision", "fp32",
+                 "--input-shape", "1,3,32,32", "--num-verify", "2", "-o", str(tmp_path)]) == 0
+    folder = next(tmp_path.glob("*-host"))
+    ops = json.loads((folder / "manifest.json").read_text())["ops"]
+    work = model_work(model, "fp32", (1, 3, 32, 32), None, get_backend("executorch").cost_replay())
+    assert (work.partitions(), work.outside()) == (ops["delegate_calls"], ops["non_delegated_ops"]) == (4, 3)
+    assert main(["profile", str(folder), "--runs", "5", "--warmup", "1", "--json"]) == 0
+    profile_path = next((folder / "profiles").glob("*.json"))
+    assert len(json.loads(profile_path.read_text())["delegate_calls"]) == 4
+    observation = observation_from_profile(profile_path)
+    portable = [ms for kind, ms in observation.events if kind == "portable"]
+    assert len(portable) == 3 and all(ms > 0 for ms in portable)  # paired one to one with the work items
 
 
 # ------------------------------------------------------------------------ a real .pte, end to end

@@ -47,3 +47,27 @@ def build_data_dependent() -> nn.Module:
 
 def build_not_a_module():
     return 42
+
+
+class PartlyOutside(nn.Module):
+    """Ops XNNPACK's partitioner leaves to portable kernels: cumsum (no config), LayerNorm (no config) and a
+    mean over tokens (its mean config wants 4-D, last two dims, keepdim): 3 ops outside, 4 delegate calls."""
+
+    def __init__(self, c: int = 16):
+        super().__init__()
+        torch.manual_seed(0)
+        self.a = nn.Conv2d(3, c, 3, stride=2, padding=1)
+        self.b = nn.Conv2d(c, c, 3, stride=2, padding=1)
+        self.norm = nn.LayerNorm(c)
+        self.fc = nn.Linear(c, c)
+        self.head = nn.Linear(c, 10)
+
+    def forward(self, x):
+        x = torch.cumsum(torch.relu(self.a(x)), dim=1)
+        x = self.b(x).flatten(2).transpose(1, 2)
+        x = x + self.fc(self.norm(x))
+        return self.head(x.mean(1))
+
+
+def build_partly_outside() -> nn.Module:
+    return PartlyOutside()

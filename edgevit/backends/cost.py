@@ -8,7 +8,9 @@ events with predicted items. Pricing the items (``edgevit.estimate.model``) is b
 Kinds (``CATEGORIES``) follow XNNPACK's operator kinds, which both CPU runtimes here share: ``gemm`` (Fully
 Connected, also 1x1 convolutions), ``igemm`` (other convolutions), ``dwconv``, ``bmm``, ``binary``,
 ``unary``, ``math`` (float transcendental: GELU, sigmoid, ...), ``softmax``, ``reduce``, ``pool``,
-``transpose``, ``copy`` (slice, concat, pad, resize), ``reshape`` and ``convert`` (quantize/dequantize).
+``transpose``, ``copy`` (slice, concat, pad, resize), ``reshape`` and ``convert`` (quantize/dequantize);
+``portable`` is an operator the delegate does not take, run by the runtime's own (portable) kernel; one
+on the path between delegated operators splits them into separate delegate calls (``ModelWork.partitions``).
 """
 from __future__ import annotations
 
@@ -22,7 +24,7 @@ from torch import nn
 __all__ = ["CATEGORIES", "CostReplay", "ModelWork", "WorkItem"]
 
 CATEGORIES = ("gemm", "igemm", "dwconv", "bmm", "binary", "unary", "math", "softmax", "reduce", "pool",
-              "transpose", "copy", "reshape", "convert")
+              "transpose", "copy", "reshape", "convert", "portable")
 
 
 @dataclass(frozen=True)
@@ -36,6 +38,7 @@ class WorkItem:
     gemm: tuple[int, int, int, int] | None = None   # (batch, M, N, K) of gemm/igemm/bmm: what tiles act on
     weight_bytes: int = 0       # the GEMM's streamed operand (weights; bmm's B)
     rows: int = 0               # softmax / reductions: the rows they loop over (their cost is per row)
+    partition: int = 0          # which delegate call it runs in: how many delegated -> outside steps precede it
 
 
 @dataclass
@@ -47,6 +50,16 @@ class ModelWork:
 
     def counts(self) -> Counter:
         return Counter(i.category for i in self.items)
+
+    def outside(self) -> int:
+        """Operators left outside the delegate (portable kernels)."""
+        return sum(i.category == "portable" for i in self.items)
+
+    def partitions(self) -> int:
+        """Delegate calls per inference. Delegated operators with the same number of delegated -> outside
+        steps behind them can run in one call (no path between them leaves the delegate); ops outside
+        that only read constants (a bias table gathered once per run) split nothing."""
+        return len({i.partition for i in self.items if i.category != "portable"})
 
     def as_dict(self) -> dict:
         return {"model": self.model, "input_shape": list(self.input_shape), "precision": self.precision,

@@ -51,6 +51,9 @@ class Estimate:
     dispatch_ms: float
     call_ms: float
     figures: str                      # where the device figures come from (one line)
+    partitions: int = 1               # delegate calls per inference
+    outside_ops: int = 0              # operators outside the delegate (portable kernels)
+    outside_ms: float = 0.0
     calibration_file: str | None = None
     notes: list[str] = field(default_factory=list)
 
@@ -139,8 +142,13 @@ def _summarize(work: ModelWork, device: str, cost: CostModel, p: Prediction, fig
     if not cost.calibrated:
         notes.append("uncalibrated: default efficiencies measured on the host applied to this device's peaks; "
                      "calibrate from profiles of the device for figures you can rely on")
+    if p.outside_ops:
+        outside = sorted({i.op for i in work.items if i.category == "portable"})
+        notes.append(f"{p.outside_ops} operator(s) outside the delegate ({', '.join(outside)}): portable kernels, "
+                     f"{p.outside_ms:.2f} ms, and {p.partitions} delegate calls instead of one")
     return Estimate(work.model, device, work.precision, tuple(work.input_shape), 1, total, stages, kinds,
-                    p.dispatch_ms, p.call_ms, figures, used, notes)
+                    p.dispatch_ms, p.call_ms, figures, p.partitions, p.outside_ops, p.outside_ms,
+                    used, notes)
 
 
 def calibrate(roots: list[Path], device: str, threads: int = 1, progress=None) -> tuple[CostModel, list[str]]:

@@ -13,8 +13,11 @@ operator kind and precision ("gemm/int8", "softmax/fp32", ...)::
 
 Compute and memory terms add rather than take a roofline ``max``: on the host the sum predicted held-out
 families better (README, "Latency model"), and it makes calibration linear least squares with one answer.
-A model adds ``dispatch`` per operator and ``call`` per inference, plus an ``unprofiled`` share of the
-operator time (what the per-operator events leave out), all fitted per model precision.
+A model adds ``dispatch`` per operator, ``call`` per inference and ``delegate_call`` per delegate call
+after the first (an op the delegate does not take splits it: ``ModelWork.partitions``), plus an
+``unprofiled`` share of the operator time (what the per-operator events leave out), all fitted per model
+precision. Operators outside the delegate are their own kind, ``portable/fp32``: scalar kernels priced per
+element (MACs for a GEMM), far slower than XNNPACK's.
 
 Uncalibrated, the rates come from the device profile: peak MAC/s x a default efficiency per kind, and
 the memory bandwidth x a default fraction (see ``DEFAULT_*``). :func:`fit` calibrates every coefficient
@@ -51,7 +54,7 @@ __all__ = [
 CALIBRATION_VERSION = 1
 GEMM_LIKE = ("gemm", "igemm", "bmm")
 ROW_KINDS = ("softmax", "reduce")
-OWN_FIT_ONLY = GEMM_LIKE + ("dwconv",) + ROW_KINDS   # never priced as generic data movement
+OWN_FIT_ONLY = GEMM_LIKE + ("dwconv", "portable") + ROW_KINDS   # never priced as generic data movement
 MIN_OPS = 6                  # fewer measured operators of a kind than this: use the pooled fit
 TILES_M = (1, 2, 4, 6, 7, 8, 12, 16)
 TILES_N = (1, 4, 8, 16, 32, 64)
@@ -65,6 +68,13 @@ DEFAULT_EFFICIENCY = {"gemm": 1.0, "igemm": 1.0, "bmm": 1.0, "dwconv": 0.35, "dw
 DEFAULT_BANDWIDTH_SHARE = {"reduce": 0.1}  # everything else: 1.0
 DEFAULT_OVERHEAD_S = 0.5e-6
 DEFAULT_DISPATCH_S = 1.0e-6
+# Portable kernels (outside the delegate), per element or MAC as a share of the fp32 peak: on the host
+# (119.8 GMAC/s fp32) ExecuTorch's native_layer_norm, mean and cumsum ran at 1.8-3.7 ns per element
+# (`edgevit profile` of two user modules, 2026-11-28), i.e. about 0.003 x peak.
+DEFAULT_PORTABLE_EFFICIENCY = 0.003
+# Each delegate call after the first: entering and leaving XNNPACK (DELEGATE_CALL of a one-op partition,
+# same profiles: 0.8-2.4 µs).
+DEFAULT_DELEGATE_CALL_S = 2.0e-6
 
 
 def _rate(seconds_per: float) -> float | None:
@@ -98,6 +108,9 @@ class Prediction:
     dispatch_ms: float
     call_ms: float
     basis: dict[str, str]             # per kind used: where its figures come from
+    partitions: int = 1               # delegate calls per inference
+    outside_ops: int = 0              # operators run by portable kernels
+    outside_ms: float = 0.0           # their share of total_ms
 
     def as_dict(self) -> dict:
         return asdict(self)
@@ -111,6 +124,7 @@ class CostModel:
     tile_n: int = 1
     dispatch_s: dict[str, float] = field(default_factory=dict)    # per operator, per model precision
     call_s: dict[str, float] = field(default_factory=dict)        # per inference, per model precision
+    delegate_call_s: dict[str, float] = field(default_factory=dict)  # per delegate call after the first
     unprofiled: dict[str, float] = field(default_factory=dict)    # share added to operator time
     calibrated: bool = False
     sources: list[str] = field(default_factory=list)
@@ -132,9 +146,12 @@ class CostModel:
         """The cost line for ``item``: its own kind's, else the closest fitted one (and which it is)."""
         key = f"{item.category}/{item.precision}"
         candidates = [key]
-        if item.category in ("igemm", "bmm", "dwconv"):
-            candidates.append(f"gemm/{item.precision}")
-        candidates += [f"movement/{item.precision}", "movement/fp32"]
+        if item.category == "portable":  # never priced as XNNPACK's data movement: ten times off
+            candidates.append("portable/fp32")
+        else:
+            if item.category in ("igemm", "bmm", "dwconv"):
+                candidates.append(f"gemm/{item.precision}")
+            candidates += [f"movement/{item.precision}", "movement/fp32"]
         for candidate in candidates:
             if candidate in self.ops:
                 return self.ops[candidate], candidate
@@ -160,16 +177,19 @@ class CostModel:
             kinds[own] += ms
             basis[own] = cost.basis if key == own else f"{cost.basis}, as {key}"
         dispatch = len(work.items) * self.dispatch_s.get(work.precision, DEFAULT_DISPATCH_S) * 1e3
-        call = self.call_s.get(work.precision, 0.0) * 1e3
+        partitions = work.partitions()
+        call = (self.call_s.get(work.precision, 0.0) + max(partitions - 1, 0)
+                * self.delegate_call_s.get(work.precision, DEFAULT_DELEGATE_CALL_S)) * 1e3
         total = sum(stages.values()) + dispatch + call
+        outside_ms = sum(ms for kind, ms in kinds.items() if kind.startswith("portable/"))
         return Prediction(total, dict(stages), dict(sorted(kinds.items(), key=lambda kv: -kv[1])),
-                          dispatch, call, basis)
+                          dispatch, call, basis, partitions, work.outside(), outside_ms)
 
     # ------------------------------------------------------------------------------------- storage
     def to_json(self) -> dict:
         return {"calibration_version": CALIBRATION_VERSION, "device": self.device, "calibrated": self.calibrated,
                 "tile_m": self.tile_m, "tile_n": self.tile_n, "dispatch_s": self.dispatch_s,
-                "call_s": self.call_s, "unprofiled": self.unprofiled,
+                "call_s": self.call_s, "delegate_call_s": self.delegate_call_s, "unprofiled": self.unprofiled,
                 "ops": {k: {**asdict(v), "rates": v.rates()} for k, v in sorted(self.ops.items())},
                 "sources": self.sources, "fit_report": self.fit_report}
 
@@ -188,6 +208,7 @@ class CostModel:
             floats = lambda d: {k: float(v) for k, v in d.items()}
             return cls(device=data["device"], ops=ops, tile_m=int(data["tile_m"]), tile_n=int(data["tile_n"]),
                        dispatch_s=floats(data["dispatch_s"]), call_s=floats(data["call_s"]),
+                       delegate_call_s=floats(data.get("delegate_call_s", {})),  # absent before 2026-11-28
                        unprofiled=floats(data["unprofiled"]), calibrated=bool(data["calibrated"]),
                        sources=list(data.get("sources", [])), fit_report=data.get("fit_report", {}))
         except OSError as e:
@@ -221,6 +242,10 @@ def uncalibrated(device: str, peak_macs_per_s: dict[str, float | None], bandwidt
             else:  # nothing to price data movement by: one element per peak MAC (an optimistic floor)
                 ops[f"{kind}/{precision}"] = OpCost(1.0 / peak, 0.0, 0.0, DEFAULT_OVERHEAD_S,
                                                     f"{basis}: no bandwidth figure, 1 element per peak MAC")
+    fp32 = peak_macs_per_s.get("fp32")
+    if fp32:
+        ops["portable/fp32"] = OpCost(1.0 / (fp32 * DEFAULT_PORTABLE_EFFICIENCY), 0.0, 0.0, DEFAULT_OVERHEAD_S,
+                                      f"{basis}: fp32 peak x {DEFAULT_PORTABLE_EFFICIENCY:g} (portable kernels)")
     return CostModel(device, ops, calibrated=False)
 
 
@@ -330,13 +355,20 @@ def fit(observations: list[Observation], device: str) -> CostModel:
         timed = [ms * 1e-3 for _, ms in obs.events]
         total = obs.wall_ms if obs.wall_ms is not None else obs.delegate_ms
         if total is not None and timed:
-            per_precision[obs.work.precision].append((len(timed), sum(timed), total * 1e-3 - sum(timed)))
+            per_precision[obs.work.precision].append((len(timed), sum(timed), total * 1e-3 - sum(timed),
+                                                      max(obs.work.partitions() - 1, 0)))
     for precision, pts in sorted(per_precision.items()):
         data = np.array(pts, dtype=float)
         columns = [data[:, 0], np.ones(len(data)), data[:, 1]][:min(3, len(data))]
+        split = data[:, 3].any() and len(data) > 3  # extra delegate calls: a regressor once some model has them
+        if split:
+            columns.append(data[:, 3])
         coef, _ = _nnls_fit(np.column_stack(columns), data[:, 2], 1.0 / np.maximum(data[:, 1], 1e-6) ** 2)
-        coef = list(coef) + [0.0] * (3 - len(coef))
+        extra = float(coef[-1]) if split else None
+        coef = list(coef[:3]) + [0.0] * (3 - min(len(coef), 3))
         model.dispatch_s[precision], model.call_s[precision], model.unprofiled[precision] = map(float, coef)
+        if extra is not None:
+            model.delegate_call_s[precision] = extra
     report.update({"profiles": len(observations), "tile_m": model.tile_m, "tile_n": model.tile_n,
                    "aligned_ops": sum(len(p) for _, p, _ in aligned)})
     model.fit_report = report

@@ -3,7 +3,8 @@ through XNNPACK's lowering (:mod:`.xnnpack_replay`) into work items, and XNNPACK
 onto the same operator kinds.
 
 The graph is captured as compile captures it (deploy form -> static ``torch.export``; int8 through the
-same PT2E quantizer, calibrated on one random image because only the graph's structure matters here).
+same PT2E quantizer, calibrated on one random image because only the graph's structure matters here),
+then decomposed as ``to_edge`` decomposes it before XNNPACK's partitioner sees it.
 """
 from __future__ import annotations
 
@@ -19,10 +20,10 @@ __all__ = ["XnnpackCostReplay", "category_of_event"]
 
 
 def category_of_event(name: str) -> str | None:
-    """The category of an XNNPACK ETDump event ("Fully Connected (NC, QS8, QC8W) GEMM #3" -> gemm); None
-    for runtime events and for portable kernels outside the delegate ("native_call_gelu.out")."""
+    """The category of an XNNPACK ETDump event ("Fully Connected (NC, QS8, QC8W) GEMM #3" -> gemm), "portable"
+    for a portable kernel outside the delegate ("native_call_gelu.out"), None for runtime events."""
     if name.startswith("native_call_"):
-        return None
+        return "portable"
     n = re.sub(r"\s*#\d+$", "", name)
     rules = [("Fully Connected", "gemm"), ("Batch Matrix Multiply", "bmm"), ("DWConv", "dwconv"),
              ("Convolution", "igemm"), ("Deconvolution", "igemm"), ("Transpose", "transpose"),
@@ -44,20 +45,34 @@ def category_of_event(name: str) -> str | None:
 
 # --------------------------------------------------------------------------------------------- capture
 
+def decompose_like_to_edge(exported: torch.export.ExportedProgram) -> torch.fx.GraphModule:
+    """The graph XNNPACK's partitioner sees: ExecuTorch's default decompositions (SiLU, SDPA, layer_norm ->
+    native_layer_norm, ...) except the ops XnnpackPartitioner asks to keep whole, as
+    ``to_edge_transform_and_lower`` runs them."""
+    from executorch.backends.xnnpack.partition.xnnpack_partitioner import XnnpackPartitioner
+    from executorch.exir.program._program import _default_decomposition_table
+
+    exported = exported.run_decompositions({})
+    table = _default_decomposition_table()
+    for op in XnnpackPartitioner().ops_to_not_decompose(exported)[0]:
+        table.pop(op, None)
+    return exported.run_decompositions(table).module()
+
+
 def _capture(model: torch.nn.Module, example: torch.Tensor, precision: str) -> torch.fx.GraphModule:
-    """The graph the compile pipeline lowers, as a GraphModule with static shapes on every node."""
+    """The graph the compile pipeline lowers, decomposed as ``to_edge`` does, with static shapes."""
     model = model.eval()
     if precision == "fp16":
-        return torch.export.export(model.half(), (example.half(),)).module()
-    graph = torch.export.export(model, (example,)).module()
+        model, example = model.half(), example.half()
+    exported = torch.export.export(model, (example,))
     if precision != "int8":
-        return graph
+        return decompose_like_to_edge(exported)
     from torchao.quantization.pt2e.quantize_pt2e import convert_pt2e, prepare_pt2e
 
-    prepared = prepare_pt2e(graph, xnnpack_int8_quantizer())
+    prepared = prepare_pt2e(exported.module(), xnnpack_int8_quantizer())
     with torch.no_grad():
         prepared(torch.randn(example.shape, generator=torch.Generator().manual_seed(0)))
-    return convert_pt2e(prepared)
+    return decompose_like_to_edge(torch.export.export(convert_pt2e(prepared), (example,)))
 
 
 class XnnpackCostReplay(CostReplay):

@@ -12,10 +12,17 @@ and int8 (tests/test_estimate.py, tools/bench_estimate.py). What is replayed, an
   quantize or dequantize no int8 op absorbs is a Convert;
 - XNNPACK's own rewrites at runtime: a 1x1 stride-1 convolution runs as Fully Connected, back-to-back
   static reshapes merge, a transpose of the last two dims feeding a float batch matmul's B operand is
-  absorbed by it, and ``x * x`` runs as part of a "Mean Squared" reduction (fp32) or as Square (int8).
+  absorbed by it, and ``x * x`` runs as part of a "Mean Squared" reduction (fp32) or as Square (int8);
+- what stays outside the delegate (``XnnpackPartitioner``): an op with no XNNPACK partitioner config that
+  ``to_edge`` does not decompose (``native_layer_norm``, ``native_group_norm``, ``cumsum``, ``select``,
+  ...) or one its config refuses (``mean.dim`` other than a keepdim mean over the last two dims of a 4-D
+  tensor, ``softmax`` over another dim than the last) runs as an ExecuTorch portable kernel in fp32 on
+  contiguous (NCHW) tensors: a ``portable`` work item. One on the path between delegated ops splits the
+  delegated graph (``ModelWork.partitions``). Other configs' constraints are not replayed.
 """
 from __future__ import annotations
 
+import functools
 import math
 
 import torch
@@ -40,10 +47,25 @@ _EDGE_NAME = {
     "_unsafe_view": "view_copy.default", "unflatten": "view_copy.default",
     "unsqueeze": "unsqueeze_copy.default", "squeeze": "view_copy.default",
     "transpose": "permute_copy.default", "permute": "permute_copy.default", "t": "permute_copy.default",
-    "slice": "slice_copy.Tensor", "narrow": "slice_copy.Tensor", "select": "slice_copy.Tensor",
+    "slice": "slice_copy.Tensor", "narrow": "slice_copy.Tensor",  # select: no XNNPACK config (portable)
     "cat": "cat.default", "concat": "cat.default", "pad": "constant_pad_nd.default",
     "constant_pad_nd": "constant_pad_nd.default",
 }
+# Edge ops ExecuTorch 1.5's XnnpackPartitioner has a config for (ALL_PARTITIONER_CONFIGS' target_name;
+# tests/test_estimate.py checks this list against the installed ExecuTorch).
+XNNPACK_EDGE_OPS = frozenset({
+    "_clone_dim_order.default", "_native_batch_norm_legit_no_training.default", "_softmax.default",
+    "_to_dim_order_copy.default", "abs.default", "add.Tensor", "addmm.default", "avg_pool2d.default",
+    "bmm.default", "cat.default", "ceil.default", "choose_qparams_affine.default", "clamp.default",
+    "clone.default", "constant_pad_nd.default", "convolution.default", "cos.default",
+    "dequantize_affine.default", "dequantize_per_tensor.default", "div.Tensor", "exp.default",
+    "floor.default", "gelu.default", "hardswish.default", "hardtanh.default", "leaky_relu.default",
+    "linear.default", "log.default", "max.dim", "max_pool2d.default", "maximum.default", "mean.dim",
+    "minimum.default", "mm.default", "mul.Tensor", "neg.default", "permute_copy.default",
+    "pow.Tensor_Scalar", "prelu.default", "quantize_affine.default", "quantize_per_tensor.default",
+    "relu.default", "rsqrt.default", "sigmoid.default", "sin.default", "slice_copy.Tensor", "sqrt.default",
+    "sub.Tensor", "tanh.default", "unsqueeze_copy.default", "upsample_bilinear2d.vec", "view_copy.default",
+})
 _VANISH = {"clone", "contiguous", "dropout", "alias", "detach", "lift_fresh_copy", "identity",
            "_assert_tensor_metadata"}
 _CATEGORY = {
@@ -68,6 +90,14 @@ _MATH = {"gelu", "sigmoid", "tanh", "exp", "log", "elu", "sin", "cos", "erf"}
 _Q = {"quantize_per_tensor"}
 _DQ = {"dequantize_per_tensor", "dequantize_per_channel"}
 
+
+
+@functools.cache
+def _decomposed_by_to_edge() -> frozenset:
+    """The aten ops ``to_edge_transform_and_lower`` decomposes before partitioning (its default table)."""
+    from executorch.exir.program._program import _default_decomposition_table
+
+    return frozenset(_default_decomposition_table())
 
 
 def _kind(node) -> str:
@@ -129,6 +159,8 @@ class _Walker:
         self.converted_to_float: set = set()  # dequantize nodes already turned into a Convert
         self.fused: set = set()               # activation nodes folded into their producer
         self.int8_ops: set = set()
+        self.outside: set = set()             # nodes left to portable kernels
+        self.level: dict = {}                 # node -> delegated -> outside steps before it (its partition)
         self.containers = _stage_containers(graph)
 
     # ---- graph helpers
@@ -189,7 +221,8 @@ class _Walker:
         if category == "unary" and not int8 and op.split("+")[0] in _MATH:
             category = "math"  # float transcendental (in int8 XNNPACK uses a lookup table: plain unary)
         self.items.append(WorkItem(category, "int8" if int8 else self.float_precision, int(macs), int(nbytes),
-                                   stage or _stage(node, self.containers), op, gemm, int(weight_bytes), int(rows)))
+                                   stage or _stage(node, self.containers), op, gemm, int(weight_bytes), int(rows),
+                                   self.level.get(node, 0)))
 
     def to_layout(self, tensor, consumer, want_nhwc: bool) -> None:
         """Insert (count) a Transpose if ``tensor`` is not in the layout ``consumer`` needs."""
@@ -225,8 +258,25 @@ class _Walker:
                 self.visit(node)
         return self.items
 
+    def place(self, node, kind: str) -> bool:
+        """Record whether ``node`` stays outside the delegate and which partition it falls in."""
+        ins = node.all_input_nodes
+        if kind in _VANISH or kind == "getitem":  # the value of its input, wherever that ran
+            outside = bool(ins) and ins[0] in self.outside
+        else:
+            outside = kind not in _Q | _DQ and self.outside_delegate(node, kind, self.edge(node))
+        steps = [self.level.get(a, 0) + (outside and a.op == "call_function" and a not in self.outside)
+                 for a in ins]
+        self.level[node] = max(steps, default=0)
+        if outside:
+            self.outside.add(node)
+        return outside
+
     def visit(self, node) -> None:
         kind = _kind(node)
+        if self.place(node, kind) and kind not in _VANISH and kind != "getitem":
+            self.emit_portable(node, kind)
+            return
         if kind in _Q:
             src = self.producer(node.args[0])
             if src.op == "placeholder" or (src.op == "call_function" and src not in self.int8_ops
@@ -315,7 +365,8 @@ class _Walker:
         io = (n_in + n_out) * b
         if edge == "convolution.default":
             weight = _shape(node.args[1])
-            groups = node.args[6] if len(node.args) > 6 else 1
+            at = 8 if kind == "convolution" else 6  # aten.convolution(..., transposed, output_padding, groups)
+            groups = node.args[at] if len(node.args) > at else 1
             stride = node.args[3] if len(node.args) > 3 else (1, 1)
             padding = node.args[4] if len(node.args) > 4 else (0, 0)
             cout, cin_g, kh, kw = weight
@@ -360,6 +411,33 @@ class _Walker:
                 kind = f"{kind}?"  # an op this walker does not know: counted as elementwise
             rows = n_out // out[-1] if category == "softmax" and out else 0
             self.emit(category, node, max(n_out, n_in), io, kind + fused, int8, rows=rows)
+
+    def outside_delegate(self, node, kind: str, edge: str | None) -> bool:
+        """Whether the partitioner leaves ``node`` to a portable kernel (see the module docstring)."""
+        if edge is None:
+            if node.target in _decomposed_by_to_edge():
+                return False  # to_edge rewrites it into primitive ops first (SiLU -> sigmoid * x, ...)
+            return not any(f"{kind}.{overload}" in XNNPACK_EDGE_OPS for overload in ("default", "Tensor"))
+        if edge == "mean.dim" and kind == "mean":
+            rank = len(_shape(node.args[0]))
+            dims = sorted(d % rank for d in node.args[1]) if rank and len(node.args) > 1 else []
+            return not (rank == 4 and dims == [2, 3] and len(node.args) > 2 and bool(node.args[2]))
+        if edge == "_softmax.default":
+            rank = len(_shape(node.args[0]))
+            return rank > 0 and node.args[1] % rank != rank - 1
+        return False
+
+    def emit_portable(self, node, kind: str) -> None:
+        """A portable kernel: float, on contiguous NCHW tensors, its (de)quantized inputs converted."""
+        for a in self.activation_inputs(node):
+            self.to_layout(a, node, want_nhwc=False)
+        self.nhwc[node] = False
+        if self.quantized:
+            self.convert_inputs(node)
+        n_in = sum(self.numel(a) for a in self.activation_inputs(node))
+        n_out = self.numel(node)
+        b = self.bytes_per(False)
+        self.emit("portable", node, max(n_in, n_out), (n_in + n_out) * b, kind)
 
     def reshape_into_reshape(self, node) -> bool:
         """A reshape feeding only another reshape of the same precision (XNNPACK merges the two)."""
