@@ -9,6 +9,7 @@ from torch import nn
 
 from edgevit.backends import get_backend
 from edgevit.backends.litert import backend as litert_backend
+from edgevit.backends.litert.runtime import delegation
 from edgevit.cli import main
 from edgevit.compile import CompileOptions, compile_model
 from edgevit.compile.metrics import compare_outputs
@@ -69,6 +70,13 @@ def test_every_precision_runs_in_litert(family, monkeypatch, name, precision):
     assert ops["delegated_ops"] > 0.9 * lowered.details["model_ops"]  # XNNPACK takes (almost) everything
     if precision == "int8":
         assert ops["delegated"]["CONV_2D"] > 0 and ops["delegated"]["QUANTIZE"] > 0
+        # int8 leaves outside the delegate only what fp32 does (SHViT-S1's attention FULLY_CONNECTEDs with
+        # run-time weights): its norms' statistics (their `var + eps` ADD included) stay float inside it.
+        fp32_ops, fp32_counts = delegation(float_model)
+        assert ops["non_delegated"] == dict(fp32_ops.non_delegated)
+        assert ops["delegate_calls"] == fp32_counts["xnnpack_partitions"]
+        q = lowered.details["quantization"]
+        assert q["observer"] in q["observer_choice"] and ("Standardize" in q["float_modules"]) == (name == "shvit_s1")
     if precision != "fp32":
         assert len(lowered.data) < 0.6 * len(float_model)
 
@@ -82,12 +90,41 @@ def test_compile_end_to_end(tmp_path):
     assert sorted(p.name for p in result.out_dir.iterdir()) == ["manifest.json", "model.tflite", "report.md"]
     assert json.loads((result.out_dir / "manifest.json").read_text()) == m
     assert m["backend"]["name"] == "litert" and m["backend"]["io"]["input"]["dtype"] == "float32"
-    assert m["calibration"]["count"] == 8 and "ai-edge-quantizer static int8" in m["quantization"]
+    assert m["calibration"]["count"] == 8 and m["quantization"]["scheme"].startswith("ai-edge-quantizer static int8")
+    assert m["quantization"]["calibration_count"] == 8 and m["quantization"]["vit_aware"]["float_norm_statistics"]
     assert m["verification"]["passed"] and m["verification"]["cosine"] > 0.98
     assert m["ops"]["delegate_calls"] >= 1 and m["ops"]["delegated_ops"] > 300
     assert set(m["tool_versions"]) >= {"litert-torch", "ai-edge-litert", "ai-edge-quantizer"}
     x = torch.randn(1, 3, 64, 64)
     assert get_backend("litert").load(result.artifact)(x).shape == (1, 1000)
+
+
+@pytest.mark.unit
+def test_int8_recipe_scopes_and_observers():
+    """What ai-edge-quantizer does with the recipe's float scopes (it matches an op's output tensor names, each
+    followed by ';'), and how the observers combine per-image calibration results."""
+    import numpy as np
+    from ai_edge_quantizer import recipe_manager
+    from ai_edge_quantizer.algorithm_manager import AlgorithmName
+    from ai_edge_quantizer.qtyping import TFLOperationName
+
+    from edgevit.backends.litert.quantizer import merge_min_max, module_scope, static_int8_recipe, tensor_scope
+
+    norm = "m.MobileViT/edgevit.models.layers.norm.Standardize_norm1;4"  # names as litert-torch writes them
+    add = "m.FastVit/m.RepMixer_token_mixer;3"
+    manager = recipe_manager.RecipeManager()
+    manager.load_quantization_recipe(static_int8_recipe([module_scope(["Standardize"]), tensor_scope([add])]))
+    algorithm = {scope: manager.get_quantization_configs(op, scope + ";")[0] for op, scope in [
+        (TFLOperationName.ADD, norm), (TFLOperationName.ADD, add), (TFLOperationName.ADD, add + "0"),
+        (TFLOperationName.FULLY_CONNECTED, "m.MobileViT/torch.nn.modules.linear.Linear_qkv;3"),
+        (TFLOperationName.ADD, "m.RescaledStandardize_norm;1")]}
+    assert [a == AlgorithmName.NO_QUANTIZE for a in algorithm.values()] == [True, True, False, False, False]
+
+    per_image = [{"t": {"min": np.array([-1.0]), "max": np.array([2.0])}, "w": {}},
+                 {"t": {"min": np.array([-3.0]), "max": np.array([4.0])}, "w": {}}]
+    minmax, mean = merge_min_max(per_image, "minmax"), merge_min_max(per_image, "mean-extremes")
+    assert (minmax["t"]["min"], minmax["t"]["max"]) == (-3.0, 4.0) and minmax["w"] == {}
+    assert (mean["t"]["min"], mean["t"]["max"]) == (-2.0, 3.0)
 
 
 @pytest.mark.parametrize("content", [b"TFL3" + b"\x00" * 60, "half", b""])

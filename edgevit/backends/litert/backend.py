@@ -11,7 +11,17 @@ from ...errors import EdgevitError, ExportError
 from .._native_log import capture_native_stderr
 from .._process import parse_result_line, run_python_module
 from ..base import Backend, DeviceRun, LoweredArtifact, ParsedProfile, StageProgress, register_backend
-from .quantizer import FLOAT_IN_INT8, dynamic_int8_recipe, float16_weights_recipe, static_int8_recipe
+from .quantizer import (
+    FLOAT_IN_INT8,
+    FLOAT_NORM_MODULES,
+    OBSERVERS,
+    dynamic_int8_recipe,
+    float16_weights_recipe,
+    merge_min_max,
+    module_scope,
+    static_int8_recipe,
+    tensor_scope,
+)
 
 if TYPE_CHECKING:  # torch and the LiteRT runtime load when something is converted or run, not to register
     import torch
@@ -23,11 +33,10 @@ _QUANTIZATION = {
     "fp16": "ai-edge-quantizer float casting: float16 weights dequantized at load, float32 compute and I/O",
     "int8-dynamic": "ai-edge-quantizer dynamic_wi8_afp32: per-channel symmetric int8 weights, activations "
                     "quantized on the fly by the kernels, float32 I/O",
-    "int8": "ai-edge-quantizer static int8: per-channel symmetric weights, per-tensor asymmetric activations "
-            f"calibrated in the LiteRT interpreter, float32 I/O; kept float: {', '.join(FLOAT_IN_INT8)} "
-            "(no int8 XNNPACK kernel)",
 }
-_CALIBRATION_CHUNK = 8  # samples per ai-edge-quantizer calibrate() call, so progress can move
+_INT8_SCHEME = ("ai-edge-quantizer static int8: per-channel symmetric weights (min/max), per-tensor asymmetric "
+                "activations calibrated in the LiteRT interpreter, float32 I/O")
+_RETRIES = 3  # re-quantizations keeping float the int8 ops XNNPACK left outside (each round: those it refused)
 
 
 def _failing_op(text: str) -> tuple[str | None, str | None]:
@@ -80,23 +89,108 @@ def _torch_threads() -> int:
     return torch.get_num_threads()
 
 
-def _calibrate(q, float_model: bytes, calibration: torch.Tensor, advance) -> dict:
-    """Min/max of every tensor over ``calibration`` (N, C, H, W), run one sample at a time in LiteRT."""
+def _calibrate(q, float_model: bytes, calibration: torch.Tensor, advance) -> list[dict]:
+    """Per-image calibration results (min/max of every tensor), each image run alone in the LiteRT interpreter
+    by one ai-edge-quantizer calibrator (its statistics reset between images); the observer combines them
+    (:func:`merge_min_max`)."""
     from ai_edge_litert.interpreter import Interpreter
+    from ai_edge_quantizer import calibrator, recipe_manager
 
     signature = Interpreter(model_content=float_model).get_signature_list()
     key = next(iter(signature))
     input_name = signature[key]["inputs"][0]
-    samples = [{input_name: x.numpy()} for x in calibration.float().split(1)]
-    result = None
-    for start in range(0, len(samples), _CALIBRATION_CHUNK):  # resumed calls: same statistics as one call
-        chunk = samples[start:start + _CALIBRATION_CHUNK]
-        with capture_native_stderr(), warnings.catch_warnings():
-            warnings.simplefilter("ignore")  # "preserve_all_tensors is for debugging": calibration needs it
-            result = q.calibrate({key: chunk}, previous_calibration_result=result,
-                                 num_threads=max(1, _torch_threads()))
-        advance(len(chunk))
-    return result
+    manager = recipe_manager.RecipeManager()
+    manager.load_quantization_recipe(q.get_quantization_recipe())
+    results = []
+    with capture_native_stderr(), warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # "preserve_all_tensors is for debugging": calibration needs it
+        calib = calibrator.Calibrator(float_model, num_threads=max(1, _torch_threads()))
+        for x in calibration.float().split(1):
+            calib.reset_model_qsvs()  # a new dict: the previous image's stays as it was
+            calib.calibrate({key: [{input_name: x.numpy()}]}, manager)
+            results.append(calib.get_model_qsvs())
+            advance(1)
+    return results
+
+
+def _sqnr_db(reference: torch.Tensor, output: torch.Tensor) -> float:
+    import torch
+
+    noise = (reference.double() - output.double()).pow(2).sum()
+    return float("inf") if noise == 0 else float(10 * torch.log10(reference.double().pow(2).sum() / noise))
+
+
+def _outputs(data: bytes, inputs: torch.Tensor) -> torch.Tensor:
+    import torch
+
+    from .runtime import load_model
+
+    run = load_model(data, max(1, _torch_threads()))
+    return torch.cat([run(x) for x in inputs.split(1)])
+
+
+def _float_modules(model: nn.Module) -> tuple[tuple[str, ...], tuple[str, ...]]:
+    """(norm-statistics classes, family-rule classes) present in ``model`` whose ops stay float in int8."""
+    from ...models import get_family_spec, list_families
+
+    present = {type(m).__name__ for m in model.modules()}
+    rule = {name for family in list_families() for name in get_family_spec(family).float_modules}
+    return tuple(sorted(present & set(FLOAT_NORM_MODULES))), tuple(sorted(present & rule))
+
+
+def _int8_with(data: bytes, scopes: list, stats: dict) -> tuple[bytes, list[str]]:
+    """Quantize with ``stats``; then keep float the int8 ops XNNPACK left outside (an ADD whose input scales
+    are too far apart, a ``var + eps`` whose constant got a tiny scale) and quantize again, until none is
+    (ops the delegate leaves outside the float model too are left as they are)."""
+    from .runtime import outside_ops
+
+    quantized = _quantize(_quantizer(data, static_int8_recipe(scopes)), stats)
+    refused: list[str] = []
+    in_fp32 = {name for _, name in outside_ops(data)}  # outside whatever the precision: nothing to gain
+    for _ in range(_RETRIES):
+        outside = [name for op, name in outside_ops(quantized) if op not in ("QUANTIZE", "DEQUANTIZE")
+                   and name not in refused and name not in in_fp32]
+        if not outside:
+            break
+        refused += outside
+        quantized = _quantize(_quantizer(data, static_int8_recipe([*scopes, tensor_scope(refused)])), stats)
+    return quantized, refused
+
+
+def _static_int8(data: bytes, model: nn.Module, calibration: torch.Tensor, progress: StageProgress
+                 ) -> tuple[bytes, dict]:
+    """The int8 .tflite and the manifest's description of it (see :mod:`.quantizer` for the choices): each
+    observer in :data:`OBSERVERS` quantizes, and the one whose int8 outputs are closest to the float .tflite's
+    on the calibration images (SQNR) is kept."""
+    norms, rule = _float_modules(model)
+    scopes = [module_scope(norms + rule)]
+    q = _quantizer(data, static_int8_recipe(scopes))
+    with progress.stage("calibrating (LiteRT interpreter)", total=len(calibration)) as advance:
+        per_image = _calibrate(q, data, calibration, advance)
+    candidates = {}
+    with progress.stage("quantizing (ai-edge-quantizer, static int8), one model per observer",
+                        total=len(OBSERVERS)) as advance:
+        reference = _outputs(data, calibration)
+        for observer in OBSERVERS:
+            quantized, refused = _int8_with(data, scopes, merge_min_max(per_image, observer))
+            sqnr = _sqnr_db(reference, _outputs(quantized, calibration))
+            candidates[observer] = (sqnr, quantized, refused)
+            advance(1)
+    observer = max(candidates, key=lambda name: candidates[name][0])
+    _, quantized, refused = candidates[observer]
+    description = {
+        "scheme": _INT8_SCHEME, "observer": observer, "observer_detail": OBSERVERS[observer],
+        "observer_choice": {"by": "SQNR (dB) of the int8 outputs vs the float .tflite's on the calibration images",
+                            **{name: round(c[0], 2) for name, c in candidates.items()}},
+        "calibration_count": len(calibration),
+        "vit_aware": {"float_norm_statistics": bool(norms)},
+        "float_ops": {"op_types": list(FLOAT_IN_INT8),
+                      "why": "XNNPACK has no int8 kernel for them: kept float, they run in fp32 inside the delegate"},
+        "float_modules": list(norms + rule),
+        **({"float_by_family_rule": {"modules": list(rule)}} if rule else {}),
+        "float_for_xnnpack": refused,
+    }
+    return quantized, description
 
 
 @register_backend
@@ -114,13 +208,10 @@ class LiteRTBackend(Backend):
         model = model.eval()
         with progress.stage("converting to .tflite (litert-torch)"):
             data = _convert(model, example)
+        quantization = _QUANTIZATION.get(precision)
         if precision == "int8":
             assert calibration is not None and len(calibration) > 0, "int8 needs calibration inputs"
-            q = _quantizer(data, static_int8_recipe())
-            with progress.stage("calibrating (LiteRT interpreter)", total=len(calibration)) as advance:
-                stats = _calibrate(q, data, calibration, advance)
-            with progress.stage("quantizing (ai-edge-quantizer, static int8)"):
-                data = _quantize(q, stats)
+            data, quantization = _static_int8(data, model, calibration, progress)
         elif precision in ("fp16", "int8-dynamic"):
             recipe = float16_weights_recipe() if precision == "fp16" else dynamic_int8_recipe()
             with progress.stage(f"quantizing (ai-edge-quantizer, {precision})"):
@@ -131,7 +222,7 @@ class LiteRTBackend(Backend):
             ops, counts = delegation(data)
             io = io_quantization(data)
         details = {"delegate": "XNNPACK (LiteRT default CPU delegate)", **counts, "io": io,
-                   "quantization": _QUANTIZATION.get(precision)}
+                   "quantization": quantization}
         return LoweredArtifact(data=data, suffix=self.suffix, ops=ops, details=details)
 
     def load(self, artifact: bytes | Path, threads: int = 1):

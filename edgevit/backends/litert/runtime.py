@@ -12,7 +12,7 @@ from ...errors import EdgevitError
 from .._native_log import capture_native_stderr
 from ..base import OpSummary
 
-__all__ = ["load_model", "delegation", "io_quantization"]
+__all__ = ["load_model", "delegation", "outside_ops", "io_quantization"]
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")  # TensorFlow/absl start-up chatter
 os.environ.setdefault("LITERT_TORCH_SHOW_PROGRESS", "n")  # it prints to stdout; edgevit shows its own stages
@@ -81,15 +81,14 @@ def load_model(artifact: bytes | Path, threads: int = 1):
     return run
 
 
-def delegation(data: bytes) -> tuple[OpSummary, dict]:
-    """Which ops of the .tflite the XNNPACK delegate took, read off the interpreter after it applied it.
+def _delegated_nodes(interpreter) -> tuple[dict[int, dict], list[dict], set[int]]:
+    """(model nodes by index, DELEGATE nodes, indices of the model nodes the partitions replaced).
 
     The interpreter keeps the model's original nodes and appends one DELEGATE node per partition; only the
     partitions and the nodes outside them run. A node belongs to a partition when it lies between the
     partition's inputs and outputs, so walking back from each DELEGATE node's outputs to its inputs
     recovers exactly the nodes it replaced; the rest run on TFLite's builtin kernels.
     """
-    interpreter = _interpreter(data, 1, "the converted model")
     nodes = interpreter._get_ops_details()  # noqa: SLF001 - the only node listing the Python API offers
     partitions = [n for n in nodes if n["op_name"] == "DELEGATE"]
     model_nodes = {n["index"]: n for n in nodes if n["op_name"] != "DELEGATE"}
@@ -105,7 +104,23 @@ def delegation(data: bytes) -> tuple[OpSummary, dict]:
                 continue  # a partition input, a constant/graph input, or already walked
             delegated.add(node)
             stack.extend(int(t) for t in model_nodes[node]["inputs"] if t >= 0)
+    return model_nodes, partitions, delegated
+
+
+def delegation(data: bytes) -> tuple[OpSummary, dict]:
+    """Which ops of the .tflite the XNNPACK delegate took, read off the interpreter after it applied it
+    (see :func:`_delegated_nodes`)."""
+    interpreter = _interpreter(data, 1, "the converted model")
+    model_nodes, partitions, delegated = _delegated_nodes(interpreter)
     summary = OpSummary(delegated=Counter(model_nodes[i]["op_name"] for i in delegated),
                         non_delegated=Counter(n["op_name"] for i, n in model_nodes.items() if i not in delegated),
                         delegate_calls=len(partitions))
     return summary, {"model_ops": len(model_nodes), "xnnpack_partitions": len(partitions)}
+
+
+def outside_ops(data: bytes) -> list[tuple[str, str]]:
+    """(op name, first output tensor name) of every node XNNPACK left to TFLite's builtin kernels."""
+    interpreter = _interpreter(data, 1, "the converted model")
+    model_nodes, _, delegated = _delegated_nodes(interpreter)
+    return [(n["op_name"], interpreter._get_tensor_details(int(n["outputs"][0]), 0)["name"])  # noqa: SLF001
+            for i, n in sorted(model_nodes.items()) if i not in delegated and len(n["outputs"])]
