@@ -148,3 +148,44 @@ def test_bench_accuracy_merges_earlier_runs(tmp_path):
     assert (out / "bench_accuracy.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     assert "tiny_vit_micro" in proc.stdout and "96.00" in proc.stdout  # the table, on stdout
     assert sorted(p.name for p in out.iterdir()) == ["bench_accuracy.json", "bench_accuracy.png"]
+
+
+@pytest.mark.unit
+@pytest.mark.parametrize("model", ["tiny_vit_micro", "efficientformerv2_micro"])
+def test_bench_floor_program_has_the_models_gemm_macs(model, monkeypatch):
+    """The floor program holds the deploy form's GEMM/conv ops at their shapes: linears, depthwise and dense
+    convs, activation x activation matmuls, and exactly the model's MACs (FlopCounterMode, edgevit's counter)."""
+    import torch
+
+    from edgevit.models import prepare_model
+
+    floor = _load(REPO / "tools" / "bench_floor.py", monkeypatch)
+    torch.manual_seed(0)
+    prepared = prepare_model(model)
+    ops = floor.trace_gemm_ops(prepared.deployed, prepared.example)
+    program = floor.FloorProgram(ops)
+    inputs = program.example_inputs()
+    macs = floor.count_macs(prepared.deployed, (prepared.example,))
+    assert floor.count_macs(program, inputs) == macs == sum(op.macs for op in ops)
+    assert {op.kind for op in ops} == {"linear", "conv", "matmul"}
+    convs = [op for op in ops if op.kind == "conv"]
+    assert any(op.groups == op.a_shape[1] > 1 for op in convs), "no depthwise conv traced"
+    model_convs = [m for m in prepared.deployed.modules() if isinstance(m, torch.nn.Conv2d)]
+    assert len(convs) == len(model_convs)
+    assert sorted(op.b_shape for op in convs) == sorted(tuple(m.weight.shape) for m in model_convs)
+    outputs = program(*inputs)  # one output per op: nothing to elide
+    assert len(outputs) == len(ops)
+    assert all(tuple(o.shape[-1:]) == (op.b_shape[0] if op.kind != "matmul" else op.b_shape[-1],)
+               for o, op in zip(outputs, ops) if op.kind != "conv")
+
+
+@pytest.mark.unit
+@pytest.mark.parametrize("argv, reason", [(["--threads", "0"], "distinct counts >= 1"),
+                                          (["--threads", "2", "2"], "distinct counts >= 1"),
+                                          (["--models", "no_such_model"], "no_such_model")])
+def test_bench_threads_refuses_bad_input_before_compiling(argv, reason, monkeypatch, capsys):
+    """Bad input: exit 2 and what is wrong, before any model is compiled or worker started."""
+    threads = _load(REPO / "tools" / "bench_threads.py", monkeypatch)
+    monkeypatch.setattr(threads, "bench_model", lambda *a, **k: pytest.fail("compiled despite bad input"))
+    assert threads.main(argv) == 2
+    assert reason in capsys.readouterr().out

@@ -17,6 +17,19 @@ def _reasons(lines: list[str]) -> str:
     return "; ".join(keep[:3])
 
 
+_pool_threads: int | None = None  # the size edgevit last gave the runtime's thread pool (None: its default)
+
+
+def _use_threads(portable_lib, threads: int) -> None:
+    """Size XNNPACK's pool. Resetting replaces the pool, and a method loaded earlier keeps a pointer to the
+    one it was given (XNNCompiler takes the process-wide pool at load), so reset only when the size changes:
+    programs loaded at the same thread count share one live pool."""
+    global _pool_threads
+    if _pool_threads != threads:
+        portable_lib._unsafe_reset_threadpool(threads)  # the default is all cores
+        _pool_threads = threads
+
+
 def load_program(artifact: bytes | Path, threads: int = 1):
     """Load a .pte (bytes or path) and return a ``Tensor -> Tensor`` callable for its forward method."""
     from executorch.extension.pybindings import portable_lib
@@ -27,7 +40,7 @@ def load_program(artifact: bytes | Path, threads: int = 1):
     error = None
     with capture_native_stderr() as native_log:
         runtime = Runtime.get()
-        portable_lib._unsafe_reset_threadpool(threads)  # XNNPACK's pool; the default is all cores
+        _use_threads(portable_lib, threads)
         try:
             program = runtime.load_program(data, verification=Verification.Minimal)
         except Exception as e:  # noqa: BLE001 - the runtime raises plain RuntimeError for bad programs
