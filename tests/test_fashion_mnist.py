@@ -3,14 +3,18 @@ folders, and a clear error when the files are not there."""
 from __future__ import annotations
 
 import gzip
+import importlib.util
 import json
 import os
+import sys
+from pathlib import Path
 
 import numpy as np
 import pytest
+import torch
 
 from edgevit.cli import main
-from edgevit.data import FASHION_MNIST_CLASSES, Preprocess, fashion_mnist, load_labelled_folder
+from edgevit.data import FASHION_MNIST_CLASSES, Preprocess, fashion_mnist, load_image_folder, load_labelled_folder
 from edgevit.data.datasets import FASHION_MNIST_DIR
 from edgevit.errors import EdgevitError
 
@@ -57,3 +61,42 @@ def test_missing_or_damaged_files_are_a_clear_error(tmp_path, monkeypatch):
     with pytest.raises(EdgevitError) as e:
         fashion_mnist("val")
     assert "'val'" in str(e.value) and "'train'" in str(e.value) and "'test'" in str(e.value)
+
+
+@pytest.fixture(scope="module")
+def bench():
+    """tools/bench_accuracy.py as a module (not run; the sys.path entries it adds are undone)."""
+    saved = list(sys.path)
+    path = Path(__file__).resolve().parents[1] / "tools" / "bench_accuracy.py"
+    spec = importlib.util.spec_from_file_location("edgevit_tool_bench_accuracy_fm", path)
+    module = importlib.util.module_from_spec(spec)
+    try:
+        spec.loader.exec_module(module)
+    finally:
+        sys.path[:] = saved
+    return module
+
+
+@needs_package
+@pytest.mark.parametrize("crop_pct", [1.0, 0.875, 0.9])  # the micro variants; shvit_s1; mobilevit_xxs
+def test_bench_calibration_images_reach_compile_exactly_as_the_bench_scores_them(tmp_path, bench, crop_pct):
+    """bench_accuracy hands its Fashion-MNIST calibration images to `edgevit compile --calib` as files, and
+    compile preprocesses them with the model's crop (resize to floor(64 / crop_pct), centre crop 64): the
+    padded canvas the bench writes must come back as exactly the 64 px inputs every other column sees."""
+    images, _, _ = fashion_mnist("test", size=64, limit=6)
+    folder = bench.write_calibration_folder(tmp_path / "calib", images, crop_pct)
+    pre = Preprocess(64, 64, (0.485, 0.456, 0.406), (0.229, 0.224, 0.225), crop_pct, "bicubic")
+    loaded = load_image_folder(folder, pre, 6).inputs
+    expected = pre.normalise(torch.from_numpy(images).permute(0, 3, 1, 2).float() / 255)
+    assert loaded.shape == (6, 3, 64, 64) and torch.equal(loaded, expected)
+
+
+def test_bench_standard_errors(bench):
+    """The SE of a top-1 (sqrt(p(1-p)/n)) and of a paired difference (only the discordant images count)."""
+    assert bench.standard_error(87.0, 10000) == pytest.approx(0.3363, abs=1e-4)
+    a = np.array([True] * 90 + [False] * 10)
+    b = a.copy()
+    b[:4] = False  # 4 images only a gets right, 1 only b: diff 3 points, SE sqrt(5 - 9 / 100) / 100
+    b[95] = True
+    assert bench.paired_standard_error(a, b) == pytest.approx(100 * np.sqrt(5 - 9 / 100) / 100)
+    assert bench.paired_standard_error(a, a) == 0.0  # identical predictions: no uncertainty in the difference
