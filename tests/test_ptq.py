@@ -140,8 +140,8 @@ def test_bias_correction_cuts_the_mean_error_and_leaves_the_float_model_alone(ne
     with torch.no_grad():
         reference = deployed(calib)
     errors = {}
-    for on in (False, True):
-        recipe = QuantRecipe(observer="minmax", bias_correction=on)
+    for on in (False, True):  # the head too: the output's mean is what this measures
+        recipe = QuantRecipe(observer="minmax", bias_correction=on, bias_correction_heads=True)
         graph, steps = quantize_static(deployed, torch.zeros(1, 3, 32, 32), recipe, xnnpack_int8_quantizer(recipe),
                                        calib)
         with torch.no_grad():
@@ -176,8 +176,8 @@ def test_bias_correction_weights_windowed_layers_by_image():
     with torch.no_grad():
         reference = model(calib).mean((0, 1))
     means = {}
-    for on in (False, True):
-        recipe = QuantRecipe(observer="minmax", bias_correction=on)
+    for on in (False, True):  # fc is the head: corrected only on request
+        recipe = QuantRecipe(observer="minmax", bias_correction=on, bias_correction_heads=True)
         graph, _ = quantize_static(model, torch.zeros(1, 3, 8, 8), recipe, xnnpack_int8_quantizer(recipe), calib)
         with torch.no_grad():
             means[on] = graph(calib).mean((0, 1))
@@ -185,6 +185,51 @@ def test_bias_correction_weights_windowed_layers_by_image():
     # float means by windows (4 per image) instead of images put them at 4x the bias and overshot by ~9.
     before, after = (means[False] - reference).abs().max(), (means[True] - reference).abs().max()
     assert after <= before and after < 1e-2, (before, after)
+
+
+class _Relu6Head(torch.nn.Module):
+    """conv -> relu6 -> conv -> pooled -> flatten -> linear head: EfficientNet-Lite's shape in miniature."""
+
+    def __init__(self):
+        super().__init__()
+        torch.manual_seed(0)
+        self.conv, self.conv2, self.fc = torch.nn.Conv2d(3, 8, 3, padding=1), torch.nn.Conv2d(8, 8, 1), \
+            torch.nn.Linear(8, 5)
+        with torch.no_grad():
+            self.conv.bias[0] = -40.0  # one channel far below 0: relu6 clips it, an unclamped range would not
+
+    def forward(self, x):
+        y = self.conv2(torch.nn.functional.relu6(self.conv(x)))
+        return self.fc(y.mean((2, 3), keepdim=True).flatten(1))
+
+
+@pytest.mark.integration
+def test_bias_correction_leaves_the_head_alone_unless_asked():
+    from edgevit.backends.executorch.quantizer import xnnpack_int8_quantizer
+    model, calib = _Relu6Head().eval(), torch.randn(16, 3, 8, 8)
+    ran, heads = {}, {}
+    for steps in (["bias-correction"], ["bias-correction", "bias-correction-heads"]):
+        recipe = QuantRecipe.from_steps(steps)
+        graph, done = quantize_static(model, torch.zeros(1, 3, 8, 8), recipe, xnnpack_int8_quantizer(recipe), calib)
+        ran[len(steps)], heads[len(steps)] = done["bias_corrected_layers"], recipe.describe()["vit_aware"]
+    assert ran[1] == ["conv", "conv2"] and ran[2] == ["conv", "conv2", "fc"]  # the head through flatten + q/dq
+    assert not heads[1]["bias_correction_heads"] and heads[2]["bias_correction_heads"]
+    assert not QuantRecipe().bias_correction_heads
+
+
+@pytest.mark.integration
+def test_relu6_after_a_conv_is_quantized_after_the_clamp_only():
+    """XNNPACK fuses the clamp into the conv (the conv's output takes the clamp's qparams); the PT2E graph
+    must compute the same, not round the unclamped output to a scale the artifact never uses."""
+    from edgevit.backends.executorch.quantizer import xnnpack_int8_quantizer
+    model, calib = _Relu6Head().eval(), torch.randn(16, 3, 8, 8)
+    recipe = QuantRecipe(bias_correction=False)
+    graph, _ = quantize_static(model, torch.zeros(1, 3, 8, 8), recipe, xnnpack_int8_quantizer(recipe), calib)
+    clamp = next(n for n in graph.graph.nodes if n.target == torch.ops.aten.relu6.default)
+    assert clamp.args[0].target == torch.ops.aten.conv2d.default  # no quantize/dequantize between
+    after = next(iter(clamp.users))
+    assert "quantize_per_tensor" in str(after.target) and after.args[2] == -128  # observed on 0..6: zp at -128
+    assert after.args[1] <= 6 / 255 * 1.001  # the clamped range (the conv alone reaches -40)
 
 
 @pytest.mark.integration

@@ -71,7 +71,7 @@ def test_bias_correction_leaves_folded_batchnorms_alone():
     example, calibration = torch.zeros(1, 3, 16, 16), torch.randn(32, 3, 16, 16)
     quantizer = get_backend("executorch").quantizer
     results = {}
-    for steps in (["none"], ["bias-correction"]):
+    for steps in (["none"], ["bias-correction", "bias-correction-heads"]):
         recipe = QuantRecipe.from_steps(steps)
         graph, ran = quantize_static(model, example, recipe, quantizer(recipe), calibration)
         with torch.no_grad():

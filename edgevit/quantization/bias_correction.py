@@ -18,7 +18,31 @@ from torch.fx import GraphModule, Interpreter, Node
 from .layers import weight_layers
 from .pt2e import plain_compile
 
-__all__ = ["correct_bias"]
+__all__ = ["correct_bias", "output_layers"]
+
+# Ops that only move or re-round a tensor: a layer whose output reaches the graph's output through these
+# alone is a head (its output *is* the model's output).
+_PASS_THROUGH = {torch.ops.aten.view.default, torch.ops.aten.reshape.default, torch.ops.aten.flatten.using_ints,
+                 torch.ops.aten.squeeze.dim, torch.ops.aten.squeeze.dims, torch.ops.aten.permute.default,
+                 torch.ops.aten.clone.default, torch.ops.aten.contiguous.default,
+                 torch.ops.quantized_decomposed.quantize_per_tensor.default,
+                 torch.ops.quantized_decomposed.dequantize_per_tensor.default}
+
+
+def output_layers(graph: torch.fx.Graph) -> set[Node]:
+    """The layers whose output is the model's output (classifier heads), reached through pass-through ops."""
+    heads: set[Node] = set()
+    for node in graph.nodes:
+        if node.op != "output":
+            continue
+        todo = list(node.all_input_nodes)
+        while todo:
+            n = todo.pop()
+            if n.op == "call_function" and n.target in _PASS_THROUGH:
+                todo.extend(n.all_input_nodes[:1])
+            else:
+                heads.add(n)
+    return heads
 
 
 def _channel_mean(y: torch.Tensor, linear: bool) -> torch.Tensor:
@@ -131,12 +155,21 @@ class _CorrectingRun(Interpreter):
 
 @torch.no_grad()
 def correct_bias(quantized: GraphModule, reference: nn.Module, calibration: torch.Tensor,
-                 batch: int = 16) -> list[str]:
+                 batch: int = 16, heads: bool = False) -> list[str]:
     """Correct ``quantized``'s conv/linear biases in place against ``reference`` (the float model it was
-    quantized from); returns the layers corrected. Costs one float and one quantized forward pass."""
+    quantized from); returns the layers corrected. Costs one float and one quantized forward pass.
+
+    ``heads``: also the layers whose output is the model's output. Off by default: the correction exists so
+    that a layer's shifted mean does not propagate into the layers after it, and a head has none; what it
+    would do there is move every class logit by its mean error on the calibration images, which fits
+    the logits to those images (EfficientNet-Lite0, 1000 classes, 32 CIFAR photos: logit cosine on
+    ImageNet photos 0.9933 -> 0.9917 with the head corrected)."""
     modules = dict(reference.named_modules())
     layers: dict[Node, tuple[str, bool]] = {}
+    skip = set() if heads else output_layers(quantized.graph)
     for name, node in weight_layers(quantized.graph).items():
+        if node in skip:
+            continue
         bias = node.args[2] if len(node.args) > 2 else None
         # '#k' names (several ops in one module) have no module to compare with
         if name in modules and isinstance(bias, Node) and bias.op == "get_attr" and _is_quantized_weight(node) \

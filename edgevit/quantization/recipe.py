@@ -25,7 +25,8 @@ _EPS = 2**-12  # XNNPACK's smallest scale, as in its own quantizer config
 
 # CLI step name -> recipe field.
 PTQ_STEPS = {"float-norm": "float_norm", "float-scores": "float_scores", "rescale-norm": "rescale_norm",
-             "float-bridges": "float_bridges", "bias-correction": "bias_correction"}
+             "float-bridges": "float_bridges", "bias-correction": "bias_correction",
+             "bias-correction-heads": "bias_correction_heads"}
 
 
 @dataclass(frozen=True)
@@ -38,6 +39,9 @@ class QuantRecipe:
     rescale_norm: bool = False       # RepQ-ViT-style per-channel rescale of normalised activations
     float_bridges: bool = False      # the conv<->attention bridge module (bridge_module) stays float
     bias_correction: bool = True     # empirical bias correction after convert (SQNR up on all four)
+    # ... of the heads too (layers whose output is the model's output). Off: a head has no later layer for
+    # its mean shift to propagate into, and correcting it fits the logits to the calibration images.
+    bias_correction_heads: bool = False
     fp32_layers: tuple[str, ...] = field(default_factory=tuple)   # mixed precision: layers left float
     # Class name of the model's first conv->attention bridge (the family's FamilySpec.bridge_module);
     # None: float_bridges keeps nothing float.
@@ -113,7 +117,8 @@ class QuantRecipe:
                 "calibration_count": self.num_calib,
                 "vit_aware": {"float_norm_statistics": self.float_norm, "float_attention_scores": self.float_scores,
                               "rescale_norm": self.rescale_norm, "float_bridges": self.float_bridges,
-                              "bias_correction": self.bias_correction},
+                              "bias_correction": self.bias_correction,
+                              "bias_correction_heads": self.bias_correction and self.bias_correction_heads},
                 "fp32_layers": list(dict.fromkeys(self.fp32_layers + self.rule_fp32_layers)),
                 **({"float_by_family_rule": {"modules": list(self.float_modules),
                                              "fp32_layers": list(self.rule_fp32_layers)}}

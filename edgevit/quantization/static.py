@@ -27,5 +27,6 @@ def quantize_static(model: nn.Module, example: torch.Tensor, recipe: QuantRecipe
         steps["rescaled_norms"] = rescale_norms(model, calibration)
     quantized = quantize_pt2e(model, example, quantizer, calibration, on_batch, batch=recipe.calibration_batch)
     if recipe.bias_correction:
-        steps["bias_corrected_layers"] = correct_bias(quantized, model, calibration)
+        steps["bias_corrected_layers"] = correct_bias(quantized, model, calibration,
+                                                       heads=recipe.bias_correction_heads)
     return quantized, steps
