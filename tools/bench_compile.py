@@ -17,7 +17,6 @@ noise; medians and p90 of >= 20 rounds after warm-up. Figures that matter are th
 from __future__ import annotations
 
 import argparse
-import json
 import logging
 import statistics
 import sys
@@ -35,6 +34,7 @@ logging.getLogger("torch.utils._pytree").setLevel(logging.ERROR)
 from rich.console import Console  # noqa: E402
 from rich.table import Table  # noqa: E402
 
+from edgevit._io import atomic_write_json  # noqa: E402
 from edgevit.backends import get_backend  # noqa: E402
 from edgevit.compile import CompileOptions, compare_outputs, compile_model  # noqa: E402
 from edgevit.data import Preprocess, synthetic_images  # noqa: E402
@@ -124,6 +124,15 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--num-calib", type=int, default=32)
     parser.add_argument("--json", type=Path, help="Also write the results here.")
     args = parser.parse_args(argv)
+    from edgevit.errors import EdgevitError
+    from edgevit.models import get_model_spec
+
+    try:  # every name before the first slow compile (names are space-separated)
+        for name in args.models:
+            get_model_spec(name)
+    except EdgevitError as e:
+        console.print(f"[red]error:[/] {e}")
+        return 2
 
     results = []
     with tempfile.TemporaryDirectory() as workdir:
@@ -132,7 +141,7 @@ def main(argv: list[str] | None = None) -> int:
             results.append(bench_model(name, args.rounds, args.warmup, args.threads, args.num_calib, Path(workdir)))
             _print(results[-1])
     if args.json:
-        args.json.write_text(json.dumps(results, indent=2) + "\n")
+        atomic_write_json(args.json, results)
     return 0
 
 
