@@ -79,3 +79,85 @@ def test_bias_correction_leaves_folded_batchnorms_alone():
     (plain, _), (corrected, ran) = results["none"], results["bias-correction"]
     assert "conv" not in ran["bias_corrected_layers"] and "head" in ran["bias_corrected_layers"]
     assert corrected > plain - 1.0, (plain, corrected)  # before the fix: the conv shifted by the BN's affine
+
+
+
+def _calibration():
+    torch.manual_seed(1)
+    return torch.zeros(1, 3, 16, 16), torch.rand(32, 3, 16, 16) * 2  # a mean that weight rounding shifts
+
+
+def _conv_mean_error(graph: torch.fx.GraphModule, model: _ConvBN, calibration: torch.Tensor) -> float:
+    """Largest per-channel mean error of the graph's conv node vs the float conv -> BatchNorm output."""
+    from torch.fx import Interpreter
+
+    conv = next(n for n in graph.graph.nodes if n.target == torch.ops.aten.conv2d.default)
+    seen = {}
+
+    class Tap(Interpreter):
+        def run_node(self, n):
+            out = super().run_node(n)
+            if n is conv:
+                seen["mean"] = out.mean((0, 2, 3))
+            return out
+
+    with torch.no_grad():
+        Tap(graph).run(calibration)
+        return (seen["mean"] - model.bn(model.conv(calibration)).mean((0, 2, 3))).abs().max().item()
+
+
+def _quantized(model, steps, example, calibration):
+    recipe = QuantRecipe.from_steps(steps)
+    graph, ran = quantize_static(model, example, recipe, get_backend("executorch").quantizer(recipe), calibration)
+    return graph, ran.get("bias_corrected_layers"), recipe
+
+
+def test_bias_correction_of_folded_convs_measures_the_batchnorm_output():
+    """--ptq-steps bias-correction-folded (a default): the conv PT2E folded the BatchNorm into is corrected
+    towards the BatchNorm's output, which is what the folded node computes; its mean error per channel goes
+    down, and the manifest names it conv+norm."""
+    from edgevit.quantization.bias_correction import fold_batchnorms
+
+    model, (example, calibration) = _ConvBN().eval(), _calibration()
+    after, ran, recipe = _quantized(model, ["bias-correction", "bias-correction-folded"], example, calibration)
+    # uncorrected: the same int8 conv, from the model folded by hand (no BatchNorm: the fast capture)
+    before = _quantized(fold_batchnorms(model, example)[0], ["none"], example, calibration)[0]
+    errors = [_conv_mean_error(g, model, calibration) for g in (before, after)]
+    assert ran == ["conv+bn"]  # (test_bias_correction_leaves_folded_batchnorms_alone: [] without the step)
+    assert errors[1] < errors[0] / 4 and errors[1] < 1e-3, errors
+    assert recipe.describe()["vit_aware"]["bias_correction_folded"] and QuantRecipe().bias_correction_folded
+
+
+def test_folded_float_model_carries_the_corrected_biases():
+    """For LiteRT (which quantizes a float model itself): the BatchNorms folded exactly, and the biases
+    corrected on edgevit's PT2E simulation written into the float copy, so quantizing that copy with no
+    correction has the corrected graph's small mean error."""
+    from edgevit.quantization.bias_correction import corrected_float_model, fold_batchnorms
+
+    model, (example, calibration) = _ConvBN().eval(), _calibration()
+    folded, names = fold_batchnorms(model, example)
+    with torch.no_grad():
+        assert torch.allclose(folded(calibration), model(calibration), atol=1e-5)  # the fold is exact in float
+    assert names == ["conv"] and isinstance(folded.bn, nn.Identity) and isinstance(model.bn, nn.BatchNorm2d)
+    corrected, layers = corrected_float_model(
+        model, example, lambda m: _quantized(m, ["none"], example, calibration)[0], calibration)
+    assert layers == ["conv"]
+    errors = [_conv_mean_error(_quantized(m, ["none"], example, calibration)[0], model, calibration)
+              for m in (folded, corrected)]
+    assert errors[1] < errors[0] / 4 and errors[1] < 1e-3, errors
+
+
+def test_litert_int8_gets_the_folded_correction_and_models_without_batchnorm_are_untouched():
+    """LiteRT quantizes a float model itself: its int8 lowering hands it the copy with the folded convs'
+    corrected biases (what ExecuTorch's default bias-correction-folded step does); a model with no
+    conv -> BatchNorm (every zoo deploy form) is passed on as the same object, with nothing run."""
+    from edgevit.backends.litert.backend import _folded_bias_correction
+    from edgevit.progress import SilentProgress
+
+    model, (example, calibration) = _ConvBN().eval(), _calibration()
+    corrected, layers = _folded_bias_correction(model, example, calibration, SilentProgress())
+    assert layers == ["conv"] and isinstance(corrected.bn, nn.Identity) and isinstance(model.bn, nn.BatchNorm2d)
+    error = _conv_mean_error(_quantized(corrected, ["none"], example, calibration)[0], model, calibration)
+    assert error < 1e-3, error
+    plain = nn.Sequential(nn.Conv2d(3, 4, 3), nn.ReLU()).eval()
+    assert _folded_bias_correction(plain, example, calibration, SilentProgress()) == (plain, [])

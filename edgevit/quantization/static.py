@@ -28,5 +28,6 @@ def quantize_static(model: nn.Module, example: torch.Tensor, recipe: QuantRecipe
     quantized = quantize_pt2e(model, example, quantizer, calibration, on_batch, batch=recipe.calibration_batch)
     if recipe.bias_correction:
         steps["bias_corrected_layers"] = correct_bias(quantized, model, calibration,
-                                                       heads=recipe.bias_correction_heads)
+                                                       heads=recipe.bias_correction_heads,
+                                                       folded=recipe.bias_correction_folded)
     return quantized, steps
