@@ -82,6 +82,22 @@ def test_percentile_observer_clips_a_rare_outlier():
 
 
 @pytest.mark.unit
+def test_small_weights_keep_int8_resolution_per_channel():
+    """Weights with a small layer scale folded in (MobileNetV4-Hybrid's projections: max |w| ~ 1e-3) keep
+    127 levels per channel; a 2**-12 scale floor (XNNPACK's activation eps) left them about 4."""
+    weight = torch.randn(8, 16, generator=torch.Generator().manual_seed(0)) * torch.logspace(-4, -2, 8)[:, None]
+    spec = QuantRecipe().quantization_config().weight  # the observer as PT2E builds it from the spec
+    observer = spec.observer_or_fake_quant_ctr(dtype=spec.dtype, qscheme=spec.qscheme, quant_min=spec.quant_min,
+                                               quant_max=spec.quant_max, ch_axis=spec.ch_axis)
+    observer(weight)
+    scale, zero_point = observer.calculate_qparams()
+    assert torch.all(zero_point == 0)  # symmetric
+    rounded = (weight / scale[:, None]).round().clamp(-127, 127) * scale[:, None]
+    relative = (rounded - weight).abs().amax(1) / weight.abs().amax(1)
+    assert torch.all(relative <= 0.5 / 127 * 1.001)  # half a step of the channel's own range
+
+
+@pytest.mark.unit
 def test_rescale_norms_is_exact_in_fp32_and_equalises_channel_widths():
     model = deploy(resolve_model("tiny_vit_micro").module)  # seeded trained-like statistics
     pre = resolve_model("tiny_vit_micro").preprocessing

@@ -21,7 +21,9 @@ Residual UIB and attention blocks carry layer scales. State-dict keys and eval n
 (``timm.models.mobilenetv3``, ``_efficientnet_blocks``, ``layers.attention2d``). Deploy form: BatchNorms
 folded into the convs after which they sit, the attention's pre-norm as a per-channel 1x1 depthwise conv
 (it feeds padded strided convs, so it cannot move into them exactly), the query scale and layer scales
-folded into the projections, attention as 3-D bmm. Nothing depends on the input size.
+folded into the projections, attention as 3-D bmm. Nothing depends on the input size. The layer scales
+(init 1e-5) leave those projections with max |w| ~ 1e-3 per channel: int8 keeps them only because the recipe's
+weight scale floor is below XNNPACK's 2**-12 activation floor (``quantization/recipe.py``, ``_WEIGHT_EPS``).
 """
 from __future__ import annotations
 
