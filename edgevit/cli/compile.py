@@ -36,7 +36,8 @@ from ._ui import out, print_json, profiles_option, progress_display
 @click.option("--observer", help="int8 activation observer: minmax (default), histogram, moving-average, percentile.")
 @click.option("--ptq-steps", help="ViT-aware int8 steps, comma-separated, or 'none' (default: the measured best; "
                                   "see README 'Quantization'): float-norm, float-scores, rescale-norm, "
-                                  "float-bridges, bias-correction.")
+                                  "float-bridges, bias-correction, bias-correction-folded, "
+                                  "bias-correction-heads.")
 @click.option("--fp32-layer", "fp32_layers", multiple=True,
               help="Leave this conv/linear layer in fp32 (a name from `edgevit quant-report`; repeatable).")
 @click.option("--max-drop", type=float, help="Mixed precision: accept at most this many top-1 points lost "
