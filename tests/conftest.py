@@ -35,12 +35,13 @@ TIERS = ("unit", "integration", "emulated")
 @pytest.fixture(autouse=True)
 def _unit_tests_run_on_one_thread(request):
     """Unit tests run small tensors: a second intra-op thread gains nothing there, and on a shared machine it made
-    `-m unit` (one process, two threads) ~10x slower (every op waits until both threads are scheduled)."""
-    if request.node.get_closest_marker("unit") is None:
-        yield
-        return
+    `-m unit` (one process, two threads) ~10x slower (every op waits until both threads are scheduled).
+    Every test gets the worker's thread count back afterwards: torch's is process-wide, and a test that sets
+    its own (a bench at 2 threads) would otherwise leave the rest of that worker's tests competing with the
+    other worker for both cores."""
     before = torch.get_num_threads()
-    torch.set_num_threads(1)
+    if request.node.get_closest_marker("unit") is not None:
+        torch.set_num_threads(1)
     yield
     torch.set_num_threads(before)
 

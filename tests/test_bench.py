@@ -3,6 +3,7 @@ import json
 from pathlib import Path
 
 import pytest
+import torch
 from PIL import Image
 
 from edgevit.backends import get_backend
@@ -17,10 +18,12 @@ TESTS = Path(__file__).parent
 @pytest.mark.slow
 def test_bench_json_has_every_row(tmp_path, capsys, monkeypatch):
     monkeypatch.chdir(TESTS)
+    threads_before = torch.get_num_threads()
     code = main(["bench", "user_models:build_tiny", "--device", "host", "--input-shape", "1,3,32,32",
                  "--threads", "1,2", "--rounds", "5", "--num-calib", "4", "-o", str(tmp_path), "--json"])
     captured = capsys.readouterr()
     assert code == 0, captured.err
+    assert torch.get_num_threads() == threads_before  # torch's process-wide count is put back
     report = json.loads(captured.out)
     backends = get_device("host").compile.backends
     expected = {("torch", "fp32")} | {(b, p) for b in backends for p in get_backend(b).precisions}

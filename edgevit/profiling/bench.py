@@ -117,8 +117,18 @@ def _build_candidates(opts: BenchOptions, device: str, backends: list[str], out_
 
 def _time_candidates(opts: BenchOptions, reference, shape: tuple[int, ...], candidates: list[_Candidate],
                      threads: int, peak_memory: dict, progress: StageProgress) -> list[BenchRow]:
-    """One row per candidate (and torch eager) at ``threads``, all timed round-robin in one run."""
+    """One row per candidate (and torch eager) at ``threads``, all timed round-robin in one run. torch's
+    thread count is put back afterwards: it is process-wide, and what runs after a bench must not inherit it."""
+    before = torch.get_num_threads()
     torch.set_num_threads(threads)
+    try:
+        return _timed_rows(opts, reference, shape, candidates, threads, peak_memory, progress)
+    finally:
+        torch.set_num_threads(before)
+
+
+def _timed_rows(opts: BenchOptions, reference, shape: tuple[int, ...], candidates: list[_Candidate],
+                threads: int, peak_memory: dict, progress: StageProgress) -> list[BenchRow]:
     runners = {("torch", "fp32"): reference}
     for c in candidates:
         if c.artifact is not None:
