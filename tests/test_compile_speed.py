@@ -60,6 +60,7 @@ class _MicroViT(nn.Module):
 def micro_pte_both_ways():
     """A micro ViT at 32x32, int8 (bias correction on 8 images: two chunks), lowered with the shortcuts off and
     on; and how many conv+BatchNorm pattern graphs each way traced."""
+    from executorch.backends.xnnpack.partition.graphs import bilinear_2d
     from executorch.backends.xnnpack.quantizer import xnnpack_quantizer_utils as annotators
 
     from edgevit.backends.executorch.lowering import lower_to_pte
@@ -75,14 +76,22 @@ def micro_pte_both_ways():
         traced["n"] += 1
         return trace_pattern(*args, **kwargs)
 
+    searched = {"n": 0}
+    bilinear_patterns = bilinear_2d.get_graphs_dict
+
+    def counting_bilinear():
+        searched["n"] += 1
+        return bilinear_patterns()
+
     built, traces = {}, {}
     with pytest.MonkeyPatch.context() as mp:
         mp.setattr(annotators, "_get_aten_graph_module_for_pattern", counting)
+        mp.setattr(bilinear_2d, "get_graphs_dict", counting_bilinear)
         for variant, flag in (("plain", "1"), ("fast", "0")):
             mp.setenv(PLAIN_COMPILE_ENV, flag)
-            traced["n"] = 0
+            traced["n"] = searched["n"] = 0
             built[variant] = lower_to_pte(model, example, "int8", calibration, SilentProgress(), None, ".pte")
-            traces[variant] = traced["n"]
+            traces[variant] = traced["n"], searched["n"]
     return built, traces
 
 
@@ -90,8 +99,62 @@ def micro_pte_both_ways():
 @pytest.mark.slow
 def test_shortcuts_give_the_same_pte_bytes(micro_pte_both_ways):
     built, traces = micro_pte_both_ways
-    assert traces["plain"] > 0 and traces["fast"] == 0  # the shortcut was taken (and the plain path was plain)
+    # the shortcuts were taken (BatchNorm patterns not traced, bilinear patterns not searched), and plain was plain
+    assert min(traces["plain"]) > 0 and traces["fast"] == (0, 0)
     assert built["plain"].details["quantization"]["steps_ran"]["bias_corrected_layers"]  # chunked path ran
     assert built["fast"].data == built["plain"].data
     assert built["fast"].ops.as_dict() == built["plain"].ops.as_dict()
     assert built["fast"].details == built["plain"].details
+
+
+@pytest.mark.unit
+def test_shared_provenance_reads_the_same_and_the_constructor_is_put_back():
+    """NodeSources built inside ``shared_node_provenance`` equal deep-copied ones link for link, their list is
+    their own (a pass appending to the node's list leaves them alone), and nesting restores torch's constructor."""
+    from torch.fx import traceback as fx_traceback
+
+    from edgevit.backends.provenance import shared_node_provenance
+
+    NodeSource, Action = fx_traceback.NodeSource, fx_traceback.NodeSourceAction
+    original = NodeSource.__init__
+    node = next(n for n in _graph_module(torch.ops.aten.relu.default).graph.nodes if n.op == "call_function")
+    node.meta["from_node"] = [NodeSource(None, "first", Action.CREATE)]
+    node.meta["from_node"][0].from_node = [NodeSource(None, "earlier", Action.REPLACE)]
+    copied = NodeSource(node, "p", Action.CREATE)
+    with shared_node_provenance(), shared_node_provenance():
+        shared = NodeSource(node, "p", Action.CREATE)
+    assert NodeSource.__init__ is original
+    assert shared.to_dict() == copied.to_dict() and shared.from_node[0] is node.meta["from_node"][0]
+    node.meta["from_node"].append(NodeSource(None, "later", Action.CREATE))
+    assert len(shared.from_node) == 1 == len(copied.from_node)
+    with shared_node_provenance(enabled=False):
+        assert NodeSource.__init__ is original
+
+
+@pytest.mark.integration
+def test_a_graph_with_bilinear_upsampling_takes_the_full_pass_and_the_same_bytes(monkeypatch):
+    """The bilinear-pattern skip applies only to graphs without the op: with it, the pass searches as before."""
+    from executorch.backends.xnnpack.partition.graphs import bilinear_2d
+
+    from edgevit.backends.executorch.lowering import lower_to_pte
+    from edgevit.progress import SilentProgress
+
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Conv2d(3, 4, 3, padding=1), nn.Upsample(scale_factor=2, mode="bilinear")).eval()
+    example = torch.randn(1, 3, 8, 8)
+    searched, bilinear_patterns = {"n": 0}, bilinear_2d.get_graphs_dict
+
+    def counting_bilinear():
+        searched["n"] += 1
+        return bilinear_patterns()
+
+    monkeypatch.setattr(bilinear_2d, "get_graphs_dict", counting_bilinear)
+    built = {}
+    for variant, flag in (("plain", "1"), ("fast", "0")):
+        monkeypatch.setenv(PLAIN_COMPILE_ENV, flag)
+        searched["n"] = 0
+        built[variant] = lower_to_pte(model, example, "fp32", None, SilentProgress(), None, ".pte")
+        assert searched["n"] == 1, variant
+    assert built["fast"].data == built["plain"].data
+    assert built["fast"].ops.as_dict() == built["plain"].ops.as_dict()
+    assert built["fast"].ops.non_delegated == {} and built["fast"].ops.delegate_calls == 1

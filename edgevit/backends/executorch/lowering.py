@@ -14,6 +14,8 @@ from ...progress import StageProgress
 from ...quantization import QuantRecipe, quantize_static
 from ...quantization.pt2e import plain_compile
 from ..base import LoweredArtifact, OpSummary
+from ..provenance import shared_node_provenance
+from .pass_shortcuts import skip_absent_bilinear_patterns
 from .quantizer import xnnpack_int8_quantizer
 
 __all__ = ["lower_to_pte", "summarize_ops"]
@@ -80,7 +82,9 @@ def lower_to_pte(model: nn.Module, example: torch.Tensor, precision: str, calibr
         model = _CastIO(model)
     with progress.stage("torch.export"):
         exported = torch.export.export(model, (example,))
-    with progress.stage("lowering to XNNPACK"):
+    shortcuts = not plain_compile()
+    with progress.stage("lowering to XNNPACK"), shared_node_provenance(shortcuts), \
+            skip_absent_bilinear_patterns(shortcuts):
         # The ETRecord ties profile events (debug handles) back to model modules: `edgevit profile`.
         # No EXIR IR-validity verifier: it re-checks every op after each of XNNPACK's ~17 passes, and the
         # lowered bytes are the same without it; XNNPACK's own config turns it off too
@@ -89,7 +93,7 @@ def lower_to_pte(model: nn.Module, example: torch.Tensor, precision: str, calibr
         edge = to_edge_transform_and_lower(exported, partitioner=[XnnpackPartitioner()], compile_config=config,
                                            generate_etrecord=True)
         ops = summarize_ops(edge.exported_program())
-    with progress.stage("serializing .pte"):
+    with progress.stage("serializing .pte"), shared_node_provenance(shortcuts):
         program = edge.to_executorch()
         data = program.buffer
         etrecord = _etrecord_bytes(program)
