@@ -295,6 +295,63 @@ class SHViT(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.forward_head(self.forward_features(x))
 
+    def residual_streams(self) -> list[dict]:
+        """Where the un-normalised residual stream runs, for ``edgevit.quantization.equalize``: module names of
+        the deploy form (in the training form they name ``Conv2dNorm``/``Residual`` modules and the step
+        leaves the model alone).
+
+        The stream is cut into segments at every depthwise residual conv: with its skip folded in (deploy
+        form) it reads one segment and writes the next, so each segment gets its own channel scales for free.
+        A segment is written by the stem's last conv, the patch merging's projection or a depthwise residual
+        conv, and by the residual branches' last convs on it (FFN ``pw2``, attention ``proj``); it is read by
+        the FFNs' ``pw1``, the attention's projection (the channels past ``pdim``, which bypass attention),
+        the next depthwise residual conv or patch merging ``conv1``, and the head after the mean. The
+        attention's GroupNorm(1) reads the first ``pdim`` channels together: they share one scale (the norm
+        is invariant to it up to its eps).
+        """
+        segments: list[dict] = []
+
+        def start(producer: str, tap: str | None = None) -> dict:
+            segment = {"name": producer, "producers": [producer], "consumers": [], "taps": [tap or producer],
+                       "tied": []}
+            segments.append(segment)
+            return segment
+
+        def residual_dw(current: dict, name: str) -> dict:
+            current["consumers"].append((name, 0))
+            return start(name)
+
+        def ffn(current: dict, name: str) -> None:
+            current["consumers"].append((f"{name}.m.pw1", 0))
+            current["producers"].append(f"{name}.m.pw2")
+            current["taps"].append(name)
+
+        current = start(f"patch_embed.{len(self.patch_embed) - 1}")
+        for i, stage in enumerate(self.stages):
+            p = f"stages.{i}"
+            if not isinstance(stage.downsample, nn.Identity):
+                current = residual_dw(current, f"{p}.downsample.0")
+                ffn(current, f"{p}.downsample.1")
+                current["consumers"].append((f"{p}.downsample.2.conv1", 0))
+                current = start(f"{p}.downsample.2.conv3", tap=f"{p}.downsample.2")
+                current = residual_dw(current, f"{p}.downsample.3")
+                ffn(current, f"{p}.downsample.4")
+            for j, block in enumerate(stage.blocks):
+                b = f"{p}.blocks.{j}"
+                current = residual_dw(current, f"{b}.conv")
+                if not isinstance(block.mixer, nn.Identity):
+                    pdim = block.mixer.m.pdim
+                    current["consumers"].append((f"{b}.mixer.m.proj.1", pdim))
+                    current["producers"].append(f"{b}.mixer.m.proj.1")
+                    current["taps"].append(f"{b}.mixer")
+                    current["tied"].append((0, pdim))
+                ffn(current, f"{b}.ffn")
+        if not isinstance(self.head, nn.Linear):  # training form, or no head (the features are the output)
+            segments.pop()
+        else:
+            current["consumers"].append(("head", 0))
+        return segments
+
 
 # --------------------------------------------------------------------------------------------------
 # Checkpoints

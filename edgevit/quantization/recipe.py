@@ -33,7 +33,8 @@ _WEIGHT_EPS = 2**-20
 # CLI step name -> recipe field.
 PTQ_STEPS = {"float-norm": "float_norm", "float-scores": "float_scores", "rescale-norm": "rescale_norm",
              "float-bridges": "float_bridges", "bias-correction": "bias_correction",
-             "bias-correction-heads": "bias_correction_heads", "bias-correction-folded": "bias_correction_folded"}
+             "bias-correction-heads": "bias_correction_heads", "bias-correction-folded": "bias_correction_folded",
+             "equalize-stream": "equalize_stream"}
 
 
 @dataclass(frozen=True)
@@ -52,6 +53,9 @@ class QuantRecipe:
     # ... of the convs PT2E folds a BatchNorm into (a user's module's; the zoo's deploy forms have none),
     # measured against the BatchNorm's output (EfficientNet-Lite0: logit cosine worst image 0.979 -> 0.992).
     bias_correction_folded: bool = True
+    # Per-channel equalisation of un-normalised residual streams (a model's ``residual_streams()``, SHViT):
+    # exact in fp32, run before calibration (``equalize.py``).
+    equalize_stream: bool = True
     fp32_layers: tuple[str, ...] = field(default_factory=tuple)   # mixed precision: layers left float
     # Class name of the model's first conv->attention bridge (the family's FamilySpec.bridge_module);
     # None: float_bridges keeps nothing float.
@@ -129,7 +133,8 @@ class QuantRecipe:
                               "rescale_norm": self.rescale_norm, "float_bridges": self.float_bridges,
                               "bias_correction": self.bias_correction,
                               "bias_correction_heads": self.bias_correction and self.bias_correction_heads,
-                              "bias_correction_folded": self.bias_correction and self.bias_correction_folded},
+                              "bias_correction_folded": self.bias_correction and self.bias_correction_folded,
+                              "equalize_stream": self.equalize_stream},
                 "fp32_layers": list(dict.fromkeys(self.fp32_layers + self.rule_fp32_layers)),
                 **({"float_by_family_rule": {"modules": list(self.float_modules),
                                              "fp32_layers": list(self.rule_fp32_layers)}}

@@ -1,4 +1,4 @@
-"""Static int8 with a recipe: (rescale norms) -> PT2E calibrate + convert -> (bias correction)."""
+"""Static int8 with a recipe: (equalise streams, rescale norms) -> PT2E calibrate + convert -> (bias correction)."""
 from __future__ import annotations
 
 import copy
@@ -9,6 +9,7 @@ from torch import nn
 from torchao.quantization.pt2e.quantizer import Quantizer
 
 from .bias_correction import correct_bias
+from .equalize import equalize_streams
 from .pt2e import quantize_pt2e
 from .recipe import QuantRecipe
 from .reparam import rescale_norms
@@ -19,9 +20,13 @@ __all__ = ["quantize_static"]
 def quantize_static(model: nn.Module, example: torch.Tensor, recipe: QuantRecipe, quantizer: Quantizer,
                     calibration: torch.Tensor, on_batch: Callable[[int], None] | None = None
                     ) -> tuple[torch.fx.GraphModule, dict]:
-    """The quantized graph and what ran: ``{"rescaled_norms": [...], "bias_corrected_layers": [...]}``
+    """The quantized graph and what ran: ``{"equalized_streams": [...], "rescaled_norms": [...],
+    "bias_corrected_layers": [...]}``
     for the steps the recipe switched on. ``model`` (deploy form) is not modified."""
     steps: dict[str, list[str]] = {}
+    if recipe.equalize_stream and hasattr(model, "residual_streams"):
+        model = copy.deepcopy(model)
+        steps["equalized_streams"] = list(equalize_streams(model, calibration))
     if recipe.rescale_norm:
         model = copy.deepcopy(model)
         steps["rescaled_norms"] = rescale_norms(model, calibration)

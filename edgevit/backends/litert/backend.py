@@ -1,6 +1,7 @@
 """LiteRT (TFLite): litert-torch converts at the static shape, ai-edge-quantizer quantizes the .tflite."""
 from __future__ import annotations
 
+import copy
 import re
 import warnings
 from importlib.metadata import version
@@ -181,6 +182,21 @@ def _folded_bias_correction(model: nn.Module, example: torch.Tensor, calibration
         return corrected_float_model(model, example, simulated, calibration, folded_only=True)
 
 
+def _equalized_streams(model: nn.Module, calibration: torch.Tensor, progress: StageProgress
+                       ) -> tuple[nn.Module, list[str]]:
+    """The ExecuTorch recipe's default ``equalize-stream`` step for LiteRT (``quantization/equalize.py``): a
+    float copy with each residual stream's channels rescaled (exact in fp32) before conversion. A model that
+    describes no residual streams is returned as it is."""
+    from ...quantization import QuantRecipe
+    from ...quantization.equalize import equalize_streams
+
+    if not QuantRecipe().equalize_stream or not hasattr(model, "residual_streams"):
+        return model, []
+    with progress.stage("equalising residual streams (per-channel scales, exact in fp32)"):
+        model = copy.deepcopy(model)
+        return model, list(equalize_streams(model, calibration))
+
+
 def _static_int8(data: bytes, model: nn.Module, calibration: torch.Tensor, progress: StageProgress
                  ) -> tuple[bytes, dict]:
     """The int8 .tflite and the manifest's description of it (see :mod:`.quantizer` for the choices): each
@@ -233,6 +249,7 @@ class LiteRTBackend(Backend):
         corrected: list[str] = []
         if precision == "int8":
             assert calibration is not None and len(calibration) > 0, "int8 needs calibration inputs"
+            model, equalized = _equalized_streams(model, calibration, progress)
             model, corrected = _folded_bias_correction(model, example, calibration, progress)
         with progress.stage("converting to .tflite (litert-torch)"):
             data = _convert(model, example)
@@ -240,6 +257,8 @@ class LiteRTBackend(Backend):
         if precision == "int8":
             data, quantization = _static_int8(data, model, calibration, progress)
             quantization["bias_corrected_layers"] = corrected
+            quantization["vit_aware"]["equalize_stream"] = bool(equalized)
+            quantization["equalized_streams"] = equalized
         elif precision in ("fp16", "int8-dynamic"):
             recipe = float16_weights_recipe() if precision == "fp16" else dynamic_int8_recipe()
             with progress.stage(f"quantizing (ai-edge-quantizer, {precision})"):
