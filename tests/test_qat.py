@@ -303,3 +303,27 @@ def test_full_size_model_round_trip_is_judged_on_enough_images_and_passes(digits
     assert not _compare("ort", exported * (1 + 2**-7), reference, 32)["passed"]
     assert not _compare("ort", exported + 2**-7 * reference.abs().max(), reference, 32)["passed"]
     assert not _compare("ort", exported[:8], reference[:8], 32)["passed"]  # too few images never pass
+
+
+@pytest.mark.unit
+def test_qat_steps_are_capped_relative_to_each_layers_weight_size():
+    """A folded layer whose weights are ~lr in size (MobileNetV4's layer scales) trains at max_relative_step x
+    its RMS per step, not lr; normal layers and non-weight parameters keep lr; training honours the groups."""
+    from torch import nn
+
+    from edgevit.quantization.lowbit.pipeline import _param_groups
+
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Linear(8, 8), nn.Linear(8, 4))
+    with torch.no_grad():
+        model[0].weight.mul_(1e-3 / model[0].weight.pow(2).mean().sqrt())  # RMS 1e-3
+        model[1].weight.mul_(0.1 / model[1].weight.pow(2).mean().sqrt())  # RMS 0.1
+    lr = {id(g["params"][0]): g["lr"] for g in _param_groups(model, 2e-4, 0.01)}
+    assert lr[id(model[0].weight)] == pytest.approx(1e-5) == lr[id(model[0].bias)]
+    assert lr[id(model[1].weight)] == 2e-4 == lr[id(model[1].bias)]
+    before = model[0].weight.detach().clone()
+    x, y = torch.randn(64, 8), torch.randint(0, 4, (64,))
+    train_classifier(model, x, y, epochs=1, lr=2e-4, batch_size=64, augment=None,
+                     param_groups=_param_groups(model, 2e-4, 0.01))
+    step = (model[0].weight.detach() - before).abs().max()
+    assert 0 < step <= 1.5e-5  # one Adam step moves each element by at most ~its group's lr

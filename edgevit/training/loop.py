@@ -30,13 +30,15 @@ def _logits(output) -> torch.Tensor:
 def train_classifier(model: nn.Module, inputs: torch.Tensor, labels: torch.Tensor, *, epochs: int,
                      lr: float = 2e-3, batch_size: int = 64, weight_decay: float = 0.05, seed: int = 0,
                      augment: Callable | None = augment_shift,
-                     on_step: Callable[[int, float], None] | None = None) -> list[float]:
-    """Train in place; returns the mean loss of each epoch. ``on_step(step, loss)`` drives a progress bar."""
+                     on_step: Callable[[int, float], None] | None = None,
+                     param_groups: list[dict] | None = None) -> list[float]:
+    """Train in place; returns the mean loss of each epoch. ``on_step(step, loss)`` drives a progress bar.
+    ``param_groups``: AdamW parameter groups (each may set its own peak "lr"; default: every parameter at ``lr``)."""
     g = torch.Generator().manual_seed(seed)
     steps_per_epoch = -(-len(labels) // batch_size)
-    optimizer = torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=weight_decay)
-    schedule = torch.optim.lr_scheduler.OneCycleLR(optimizer, max_lr=lr, total_steps=epochs * steps_per_epoch,
-                                                   pct_start=0.15)
+    optimizer = torch.optim.AdamW(param_groups or model.parameters(), lr=lr, weight_decay=weight_decay)
+    schedule = torch.optim.lr_scheduler.OneCycleLR(optimizer, max_lr=[group["lr"] for group in optimizer.param_groups],
+                                                   total_steps=epochs * steps_per_epoch, pct_start=0.15)
     history = []
     model.train()
     for _ in range(epochs):

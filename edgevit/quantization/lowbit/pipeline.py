@@ -30,6 +30,32 @@ class QatSettings:
     num_calib: int = 32             # PTQ calibration images (the literature's size), from the training set
     num_roundtrip: int = 64         # images the exports are judged on (eval first, then train: no labels needed)
     seed: int = 0
+    # Largest Adam step (~the lr) as a fraction of a layer's weight RMS; smaller layers train slower (_param_groups).
+    max_relative_step: float = 0.01
+
+
+def _param_groups(model: nn.Module, lr: float, max_relative_step: float) -> list[dict]:
+    """AdamW groups for QAT of the folded deploy form: each layer's weight (dim > 1) and bias at
+    lr x min(1, max_relative_step x RMS(weight) / lr); every other parameter (activation scales, norms) at lr.
+
+    Adam moves every element by about lr per step whatever its gradient's size, so a weight tensor whose RMS
+    is near lr is rewritten rather than fine-tuned. Folding puts such layers in the deploy form: a layer
+    scale multiplied into its projection's weight and bias (mobilenetv4_hybrid_micro on Fashion-MNIST: nine
+    weights of RMS 2-6e-4, next to 3e-2..1e-1 elsewhere; at lr 2e-4 for every layer, its W6A6/W4A8 after one
+    QAT epoch on 1,000 images scored 9.90/10.00 % = chance on the 10,000 test images, fp32 81.37). Scaling the
+    step with the weight's RMS (the per-layer trust ratio of LAMB, You et al., arXiv:1904.00962) caps it at
+    ``max_relative_step`` of the RMS: at 0.01 the same run scores 77.97/77.37 %; at 0.1 (only those nine
+    scaled) 47.89/38.96 %. Layers with RMS above lr / max_relative_step (2e-2 at the defaults) keep lr."""
+    factors: dict[int, float] = {}
+    for module in model.modules():
+        weight = getattr(module, "weight", None)
+        if isinstance(weight, nn.Parameter) and weight.dim() > 1:
+            rms = float(weight.detach().pow(2).mean().sqrt())
+            factor = min(1.0, max_relative_step * rms / lr) if lr > 0 else 1.0
+            for p in (weight, getattr(module, "bias", None)):
+                if isinstance(p, nn.Parameter):
+                    factors[id(p)] = factor
+    return [{"params": [p], "lr": lr * factors.get(id(p), 1.0)} for p in model.parameters() if p.requires_grad]
 
 
 @dataclass
@@ -144,7 +170,8 @@ def lowbit_pipeline(deployed: nn.Module, spec: LowBitSpec, po2: bool,
         with stage(f"QAT: {settings.epochs} epochs on {len(y_train)} images", total=steps) as advance:
             losses = train_classifier(qmodel, x_train, y_train, epochs=settings.epochs, lr=settings.lr,
                                       batch_size=settings.batch_size, weight_decay=0.0, seed=settings.seed,
-                                      on_step=lambda step, loss: advance(1))
+                                      on_step=lambda step, loss: advance(1),
+                                      param_groups=_param_groups(qmodel, settings.lr, settings.max_relative_step))
         accuracy["qat"] = _top1(qmodel, x_eval, y_eval)
         seconds["qat"] = time.perf_counter() - started - seconds["ptq"]
     qmodel.eval()
