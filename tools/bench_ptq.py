@@ -54,6 +54,7 @@ from edgevit.errors import EdgevitError  # noqa: E402
 from edgevit.models import deploy, get_family_spec  # noqa: E402
 from edgevit.progress import SilentProgress  # noqa: E402
 from edgevit.quantization import QuantRecipe, quantize_pt2e  # noqa: E402
+from edgevit.quantization.recipe import PTQ_STEPS  # noqa: E402
 from edgevit.training import topk_accuracy  # noqa: E402
 
 ISSUE11_MICRO = ["efficientformer_micro", "efficientformerv2_micro", "tiny_vit_micro", "shvit_micro"]
@@ -64,19 +65,24 @@ CONFIGS = ["plain", "default", "observer:minmax", "observer:moving-average", "ob
            "steps:+rescale-norm", "steps:+float-bridges", "steps:+bias-correction", "mixed:0.5"]
 
 
+def family_facts(family: str) -> dict:
+    """The family's facts `edgevit compile` gives every recipe (QuantRecipe.for_family): its bridge module and
+    its float rule (e.g. EfficientViT-MIT's ReluLinearAttention stays float whatever the steps say)."""
+    spec = get_family_spec(family)
+    return {"bridge_module": spec.bridge_module, "float_modules": tuple(spec.float_modules)}
+
+
 def recipe_for(config: str, family: str) -> QuantRecipe:
-    bridge = get_family_spec(family).bridge_module
+    facts = family_facts(family)
     kind, _, arg = config.partition(":")
     if kind == "observer":
-        return QuantRecipe(observer=arg, bridge_module=bridge)
+        return QuantRecipe(observer=arg, **facts)
     if kind == "steps":
-        if arg.startswith("+"):  # the default steps plus one
-            default = [s for s, f in (("float-norm", "float_norm"), ("float-scores", "float_scores"),
-                                      ("rescale-norm", "rescale_norm"), ("float-bridges", "float_bridges"),
-                                      ("bias-correction", "bias_correction")) if getattr(QuantRecipe(), f)]
-            return QuantRecipe.from_steps(default + [arg[1:]], bridge_module=bridge)
-        return QuantRecipe.from_steps(arg.split(","), bridge_module=bridge)
-    return QuantRecipe(bridge_module=bridge)
+        if arg.startswith("+"):  # the default steps (every one QuantRecipe switches on) plus one
+            default = [s for s, f in PTQ_STEPS.items() if getattr(QuantRecipe(), f)]
+            return QuantRecipe.from_steps(default + [arg[1:]], **facts)
+        return QuantRecipe.from_steps(arg.split(","), **facts)
+    return QuantRecipe(**facts)
 
 
 def lower(config: str, deployed, example, calibration, family, backend, metric=None):
@@ -93,7 +99,7 @@ def lower(config: str, deployed, example, calibration, family, backend, metric=N
         allow_exported_model_train_eval(graph)
         return backend.lower(graph, example, "fp32", None, progress), None  # already q/dq: lower as is
     if config.startswith("mixed:"):
-        recipe = QuantRecipe(bridge_module=get_family_spec(family).bridge_module)
+        recipe = QuantRecipe(**family_facts(family))
         int8 = backend.lower(deployed, example, "int8", calibration, progress, recipe=recipe)
         return search_mixed_precision(backend, deployed, example, recipe, calibration, int8, metric,
                                       float(config.split(":")[1]), progress)
