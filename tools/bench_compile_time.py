@@ -3,7 +3,8 @@
 compile-speed changes side by side.
 
 Every compile runs in a fresh subprocess (so import costs, per-process caches and peak RSS are those of one
-`edgevit compile`); peak RSS is the child's ``ru_maxrss`` after each stage (a running maximum). Variants:
+`edgevit compile`); each stage's own peak RSS is read from VmHWM, reset as the stage starts, and the
+whole compile's peak is the largest of them. Variants:
   plain   EDGEVIT_PLAIN_COMPILE=1: the compile-speed changes switched off (the flow as it was)
   fast    the default flow
 Variants alternate per repeat (plain, fast, plain, fast, ...), so both see the same machine load; the load
@@ -44,6 +45,26 @@ def _peak_rss_mb() -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # Linux: KiB
 
 
+def _reset_stage_peak() -> bool:
+    """Reset this process's resident high-water mark (VmHWM; Linux's clear_refs "5"), so each stage's own peak
+    can be read at its end: a running maximum hides every stage after the biggest."""
+    try:
+        Path("/proc/self/clear_refs").write_text("5")
+        return True
+    except OSError:
+        return False
+
+
+def _stage_peak_mb() -> float | None:
+    try:
+        for line in Path("/proc/self/status").read_text().splitlines():
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1]) / 1024  # KiB
+    except OSError:
+        pass
+    return None
+
+
 def _child(args) -> None:
     """One compile in this process; prints its stage times and peak RSS as one JSON line."""
     import warnings
@@ -56,13 +77,19 @@ def _child(args) -> None:
 
     stages: list[dict] = []
 
+    peak = [0.0]  # the process's peak so far: resetting VmHWM resets ru_maxrss too, so it is kept here
+
     class Recording(StageProgress):
         @contextlib.contextmanager
         def stage(self, description, total=None):
-            start, cpu = time.perf_counter(), _cpu_seconds()
+            peak[0] = max(peak[0], _peak_rss_mb())  # what ran between stages
+            start, cpu, resettable = time.perf_counter(), _cpu_seconds(), _reset_stage_peak()
             yield lambda n=1: None
+            own = _stage_peak_mb() if resettable else None
+            peak[0] = max(peak[0], _peak_rss_mb(), own or 0.0)
             stages.append({"stage": description, "seconds": round(time.perf_counter() - start, 2),
-                           "cpu_seconds": round(_cpu_seconds() - cpu, 2), "peak_rss_mb": round(_peak_rss_mb(), 1)})
+                           "cpu_seconds": round(_cpu_seconds() - cpu, 2), "peak_rss_mb": round(peak[0], 1),
+                           "stage_peak_rss_mb": None if own is None else round(own, 1)})
 
     import torch
     if args.torch_threads:
@@ -76,7 +103,7 @@ def _child(args) -> None:
     total = time.perf_counter() - started
     manifest = result.manifest
     print(MARK + json.dumps({"seconds": round(total, 2), "cpu_seconds": round(_cpu_seconds() - cpu, 2),
-                             "peak_rss_mb": round(_peak_rss_mb(), 1),
+                             "peak_rss_mb": round(max(peak[0], _peak_rss_mb()), 1),
                              "stages": stages, "sha256": manifest["artifact"]["sha256"],
                              "sqnr_db": manifest["verification"]["sqnr_db"]}), flush=True)
 
@@ -97,23 +124,29 @@ def _run_one(model: str, device: str, variant: str, options: dict, args) -> dict
             **json.loads(lines[-1][len(MARK):])}
 
 
+def _cell(stage: dict | None) -> str:
+    if stage is None:
+        return f"{'-':>22s}"
+    own = stage.get("stage_peak_rss_mb")
+    return f"{stage['seconds']:8.1f}/{stage['cpu_seconds']:<6.1f}" + (f"{own:6.0f}MB" if own is not None else " " * 8)
+
+
 def _table(runs: list[dict]) -> None:
     for model in dict.fromkeys(r["model"] for r in runs):
         mine = [r for r in runs if r["model"] == model]
         names = list(dict.fromkeys(s["stage"] for r in mine for s in r["stages"]))
         heads = [f"{r['variant']}#{i}" for i, r in enumerate(mine)]
-        print(f"\n{model} on {mine[0]['device']} (per stage: wall s / CPU s; peak RSS is the running maximum)")
-        print(f"{'stage':52s}" + "".join(f"{h:>16s}" for h in heads))
+        print(f"\n{model} on {mine[0]['device']} (per stage: wall s / CPU s / the stage's own peak RSS MB)")
+        print(f"{'stage':52s}" + "".join(f"{h:>22s}" for h in heads))
         for name in names:
             cells = [next((s for s in r["stages"] if s["stage"] == name), None) for r in mine]
-            print(f"{name[:52]:52s}" + "".join(f"{c['seconds']:8.1f}/{c['cpu_seconds']:<7.1f}" if c else f"{'-':>16s}"
-                                               for c in cells))
-        for label, key, fmt in (("total wall s", "seconds", "{:16.1f}"), ("total CPU s", "cpu_seconds", "{:16.1f}"),
-                                ("peak RSS MB", "peak_rss_mb", "{:16.0f}"),
-                                ("load avg (1 min, at start)", "loadavg_1min", "{:16.2f}"),
-                                ("verification SQNR dB", "sqnr_db", "{:16.2f}")):
+            print(f"{name[:52]:52s}" + "".join(_cell(c) for c in cells))
+        for label, key, fmt in (("total wall s", "seconds", "{:22.1f}"), ("total CPU s", "cpu_seconds", "{:22.1f}"),
+                                ("peak RSS MB", "peak_rss_mb", "{:22.0f}"),
+                                ("load avg (1 min, at start)", "loadavg_1min", "{:22.2f}"),
+                                ("verification SQNR dB", "sqnr_db", "{:22.2f}")):
             print(f"{label:52s}" + "".join(fmt.format(r[key]) for r in mine))
-        print(f"{'.pte sha256':52s}" + "".join(f"{r['sha256'][:12]:>16s}" for r in mine))
+        print(f"{'.pte sha256':52s}" + "".join(f"{r['sha256'][:12]:>22s}" for r in mine))
         plain = [r for r in mine if r["variant"] == "plain"]
         fast = [r for r in mine if r["variant"] == "fast"]
         if plain and fast:

@@ -15,6 +15,7 @@ from pathlib import Path
 import torch
 
 from .._io import atomic_directory, atomic_write_json, atomic_write_text, ensure_writable_dir
+from .._memory import release_freed_memory
 from ..backends import Backend, LoweredArtifact, get_backend, list_backends
 from ..data import CalibrationSet, Preprocess, find_images, load_image_folder, load_labelled_folder, synthetic_images
 from ..devices import DeviceProfile, get_device
@@ -24,6 +25,7 @@ from ..models import PreparedModel, get_model_spec, list_models, parse_input_sha
 from ..progress import SilentProgress, StageProgress
 from ..quantization import DEFAULT_OBSERVER, QuantRecipe
 from ..quantization.layers import quantizable_layers
+from ..quantization.pt2e import plain_compile
 from .batched import run_batched
 from .capture import export_static
 from .memory import MemoryEstimate, estimate_memory
@@ -310,6 +312,8 @@ def compile_model(opts: CompileOptions, progress: StageProgress | None = None) -
     fallen_back: list[dict] = []
     for attempt in _attempts(opts, plan):                                       # 4. quantize + lower
         lowered, mixed, calibration, verification = _lower(opts, attempt, model, exported, preprocess, progress)
+        if not plain_compile():
+            release_freed_memory()  # the lowering's graphs are gone: the runtime's arena would stack on them
         with progress.stage(f"verifying in {attempt.backend.name} runtime", total=len(verification)) as advance:
             runner = attempt.backend.load(lowered.data, threads=opts.threads)  # 5. verify the bytes
             agreement = _verify(runner, model.reference, verification.inputs, batch=model.input_shape[0])

@@ -18,12 +18,14 @@ logit cosine on 20 ImageNet photos, mean / worst): 0.9935 / 0.9794 -> 0.9966 / 0
 """
 from __future__ import annotations
 
+import contextlib
 from collections.abc import Callable, Collection
 
 import torch
 from torch import nn
 from torch.fx import GraphModule, Interpreter, Node
 
+from .._memory import large_blocks_mapped, release_freed_memory
 from .layers import weight_layers
 from .pt2e import plain_compile
 
@@ -171,33 +173,59 @@ _PER_ROW_OPS = (torch.ops.quantized_decomposed.quantize_per_tensor.default,
 
 
 _DEQUANTIZE = torch.ops.quantized_decomposed.dequantize_per_tensor.default
+_DEQUANTIZE_PER_CHANNEL = torch.ops.quantized_decomposed.dequantize_per_channel.default
+# Element-wise ops with scalar arguments: applied to a lazy tensor (below) they only extend its recipe.
+_ELEMENTWISE = (_DEQUANTIZE, torch.ops.aten.gelu.default, torch.ops.aten.relu.default,
+                torch.ops.aten.hardtanh.default, torch.ops.aten.hardswish.default, torch.ops.aten.silu.default,
+                torch.ops.aten.sigmoid.default)
 
 
-class _DeferredDequantize:
-    """A whole-set int8 tensor's dequantize, kept as the int8 tensor and its parameters: a per-row op that
-    takes it dequantizes each chunk of rows as it goes, so the float copy (4x the int8 bytes; the widest
-    activations, e.g. an MLP's hidden layer, were the compile's peak) never exists whole. Any other op
-    gets the whole float tensor, computed by the same op, so every value is the same bit for bit."""
+class _LazyRows:
+    """A whole-set tensor kept as the int8 tensor it was dequantized from and the element-wise ops applied
+    since (dequantize, then e.g. GELU): a per-row op that takes it computes each chunk of rows from the int8
+    rows as it goes, so the float copies (4x the int8 bytes; the widest activations, an MLP's hidden layer,
+    were the compile's peak: its dequantized input and its GELU output at once) never exist whole. Any other
+    op gets the whole float tensor, computed by the same ops, so every value is the same bit for bit."""
 
-    def __init__(self, q: torch.Tensor, rest: tuple, kwargs: dict):
-        self.q, self.rest, self.kwargs = q, rest, kwargs
-        self.shape = q.shape
+    def __init__(self, base: torch.Tensor, ops: tuple[tuple, ...]):
+        self.base, self.ops = base, ops
+        self.shape = base.shape
+
+    def then(self, target, rest: tuple, kwargs: dict) -> _LazyRows:
+        return _LazyRows(self.base, (*self.ops, (target, rest, kwargs)))
 
     def dim(self) -> int:
-        return self.q.dim()
+        return self.base.dim()
 
     def is_contiguous(self) -> bool:
-        return self.q.is_contiguous()
+        return self.base.is_contiguous()
+
+    def _apply(self, value: torch.Tensor) -> torch.Tensor:
+        for target, rest, kwargs in self.ops:
+            value = target(value, *rest, **kwargs)
+        return value
 
     def rows(self, start: int, count: int) -> torch.Tensor:
-        return _DEQUANTIZE(self.q[start:start + count], *self.rest, **self.kwargs)
+        return self._apply(self.base[start:start + count])
 
     def whole(self) -> torch.Tensor:
-        return _DEQUANTIZE(self.q, *self.rest, **self.kwargs)
+        return self._apply(self.base)
+
+
+class _LazyWeight:
+    """A layer's int8 weight and its per-channel dequantize, computed when the layer runs: the graph lists
+    every weight's dequantize first, so computed eagerly all of them (the model's weights in float, 49 MB for
+    EfficientFormer-L1) would be held through the whole run."""
+
+    def __init__(self, args: tuple, kwargs: dict):
+        self.args, self.kwargs = args, kwargs
+
+    def whole(self) -> torch.Tensor:
+        return _DEQUANTIZE_PER_CHANNEL(*self.args, **self.kwargs)
 
 
 def _materialize(value):
-    return value.whole() if isinstance(value, _DeferredDequantize) else value
+    return value.whole() if isinstance(value, (_LazyRows, _LazyWeight)) else value
 
 
 class _CorrectingRun(Interpreter):
@@ -205,8 +233,9 @@ class _CorrectingRun(Interpreter):
     reached: its output gets the missing mean (exactly what the corrected bias adds), so every later
     layer is measured after the ones before it, in a single forward pass. Layers run on the whole set
     (their means, hence the corrected biases, stay exactly as computed on it), but the per-row ops
-    (:data:`_PER_ROW_OPS`) compute those whole-set outputs ``chunk`` rows at a time (memory: their
-    temporaries were the compile's peak, +0.9 GB on EfficientFormer-L1 with 32 images)."""
+    (:data:`_PER_ROW_OPS`) compute those whole-set outputs ``chunk`` rows at a time, and a dequantize and the
+    element-wise ops after it stay lazy (:class:`_LazyRows`) until a per-row op reads them by rows (memory:
+    the temporaries were the compile's peak, +0.9 GB on EfficientFormer-L1 with 32 images)."""
 
     def __init__(self, gm: GraphModule, layers: dict[Node, tuple[str, bool]], means: dict[str, torch.Tensor],
                  chunk: int | None = None, names: dict[Node, str] | None = None):
@@ -218,11 +247,16 @@ class _CorrectingRun(Interpreter):
         if self.chunk is None:
             return super().call_function(target, args, kwargs)
         x = args[0] if args else None
-        if target in _PER_ROW_OPS and isinstance(x, (torch.Tensor, _DeferredDequantize)) and x.dim() > 0 \
-                and x.shape[0] > self.chunk and x.is_contiguous():
-            if target == _DEQUANTIZE:
-                return _DeferredDequantize(x, args[1:], kwargs)
-            return self._by_rows(target, x, args[1:], kwargs)
+        if target == _DEQUANTIZE_PER_CHANNEL:
+            return _LazyWeight(args, kwargs)
+        if isinstance(x, (torch.Tensor, _LazyRows)) and x.dim() > 0 and x.shape[0] > self.chunk \
+                and x.is_contiguous():
+            lazy = isinstance(x, _LazyRows)
+            if target == _DEQUANTIZE and not lazy or target in _ELEMENTWISE and lazy:
+                rest, kwargs = torch.fx.node.map_aggregate((args[1:], kwargs), _materialize)
+                return (x if lazy else _LazyRows(x, ())).then(target, rest, kwargs)
+            if target in _PER_ROW_OPS:
+                return self._by_rows(target, x, args[1:], kwargs)
         args, kwargs = torch.fx.node.map_aggregate((args, kwargs), _materialize)
         return super().call_function(target, args, kwargs)
 
@@ -231,7 +265,7 @@ class _CorrectingRun(Interpreter):
         rest, kwargs = torch.fx.node.map_aggregate((rest, kwargs), _materialize)
         out = None
         for start in range(0, x.shape[0], self.chunk):
-            part = target(x.rows(start, self.chunk) if isinstance(x, _DeferredDequantize)
+            part = target(x.rows(start, self.chunk) if isinstance(x, _LazyRows)
                           else x[start:start + self.chunk], *rest, **kwargs)
             if out is None:
                 out = part.new_empty((x.shape[0], *part.shape[1:]))  # contiguous, as the whole-set op returns
@@ -289,10 +323,16 @@ def correct_bias(quantized: GraphModule, reference: nn.Module, calibration: torc
             names[node] = f"{name}+{norms[name]}"
     if not layers:
         return []
-    means = _reference_means(reference, dict(layers.values()), [calibration[i:i + batch]
-                                                                for i in range(0, len(calibration), batch)])
-    run = _CorrectingRun(quantized, layers, means, chunk=None if plain_compile() else 4, names=names)
-    run.run(calibration)
+    fast = not plain_compile()
+    # Both passes allocate and free whole-set activations (2-77 MB for L1 over 32 images) by the hundred:
+    # as mappings they leave when freed; as heap blocks they fragment it and the resident set keeps growing.
+    with large_blocks_mapped() if fast else contextlib.nullcontext():
+        means = _reference_means(reference, dict(layers.values()),
+                                 [calibration[i:i + batch] for i in range(0, len(calibration), batch)])
+        if fast:
+            release_freed_memory()  # the float pass's leftovers: the corrected run's peak would stack on them
+        run = _CorrectingRun(quantized, layers, means, chunk=4 if fast else None, names=names)
+        run.run(calibration)
     return run.corrected
 
 

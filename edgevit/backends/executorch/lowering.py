@@ -10,6 +10,7 @@ from pathlib import Path
 import torch
 from torch import nn
 
+from ..._memory import release_freed_memory
 from ...progress import StageProgress
 from ...quantization import QuantRecipe, quantize_static
 from ...quantization.pt2e import plain_compile
@@ -78,6 +79,8 @@ def lower_to_pte(model: nn.Module, example: torch.Tensor, precision: str, calibr
             model, steps = quantize_static(model, example, recipe, xnnpack_int8_quantizer(recipe), calibration,
                                            on_batch=advance)
         quantization = {**recipe.describe(), "steps_ran": steps}
+        if not plain_compile():
+            release_freed_memory()  # calibration's whole-set activations: lowering's peak would stack on them
     elif precision == "fp16":
         model = _CastIO(model)
     with progress.stage("torch.export"):
