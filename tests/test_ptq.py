@@ -135,10 +135,15 @@ def test_float_norm_keeps_norm_statistics_out_of_int8():
         graph, _ = quantize_static(model, torch.zeros(1, 3, 64, 64), recipe, xnnpack_int8_quantizer(recipe), x)
         arithmetic = {torch.ops.aten.mul.Tensor, torch.ops.aten.add.Tensor, torch.ops.aten.sub.Tensor,
                       torch.ops.aten.rsqrt.default}
-        # int8 tensors computed inside a norm: squares, variance + eps, rsqrt, the scaling. (Its input, a
-        # reshape of it and the row mean share the previous op's int8 grid either way.)
+        # int8 tensors computed and used inside a norm: squares, variance + eps, rsqrt. (Its input, a
+        # reshape of it and the row mean share the previous op's int8 grid either way; its output is the
+        # next layer's int8 input either way.)
+        def in_norm(node):
+            return "Standardize" in module_types(node)
+
         return sum(1 for n in graph.graph.nodes if "quantize_per_tensor" in str(n.target)
-                   and getattr(n.args[0], "target", None) in arithmetic and "Standardize" in module_types(n.args[0]))
+                   and getattr(n.args[0], "target", None) in arithmetic and in_norm(n.args[0])
+                   and any(in_norm(user) for dq in n.users for user in dq.users))
 
     assert quantized_in_norms(QuantRecipe(observer="minmax", float_norm=False)) > 0
     assert quantized_in_norms(QuantRecipe(observer="minmax", float_norm=True)) == 0

@@ -1,15 +1,17 @@
-"""TinyViT-specific checks: original-repo checkpoints, bias-table resampling.
+"""TinyViT-specific checks: original-repo checkpoints, bias-table resampling, the deploy block's operators.
 
 What every family must pass (timm keys and logits at 224/64/100 px, padded windows included; deploy form;
 export graph) is in test_model_conformance.py; int8 with padded windows is in test_compile.py."""
 from __future__ import annotations
 
 import re
+from collections import Counter
 
 import pytest
 import torch
 
-from edgevit.models.tiny_vit import TinyVit, checkpoint_filter_fn
+from edgevit.models import deploy
+from edgevit.models.tiny_vit import FusedTinyVitBlock, TinyVit, TinyVitBlock, checkpoint_filter_fn
 
 pytestmark = pytest.mark.unit
 
@@ -82,3 +84,29 @@ def test_timm_layout_passes_through_and_resamples_bias_tables():
     torch.testing.assert_close(out["stages.1.blocks.0.attn.attention_biases"], torch.full((2, 25), 0.25))
     assert out["patch_embed.conv1.conv.weight"] is sd["patch_embed.conv1.conv.weight"]
 
+
+def _aten_ops(module: torch.nn.Module, x: torch.Tensor) -> Counter:
+    graph = torch.export.export(module, (x,)).graph
+    return Counter(str(n.target).removeprefix("aten.") for n in graph.nodes if n.op == "call_function")
+
+
+@pytest.mark.parametrize("size,batch", [(8, 2), (6, 2), (4, 1)])  # 2x2 windows; 6x6 padded to them; one window
+def test_deploy_block_moves_windows_and_heads_in_one_transpose_each_way(size, batch):
+    """The deploy block is the training block's maths with fewer operators: window partition + head split is
+    one permute of the qkv map (head merge + window reverse one more), the conv two, k one; the norms'
+    row means are linears (no 4D mean, which XNNPACK wraps in layout transposes)."""
+    torch.manual_seed(0)
+    block = TinyVitBlock(32, 2, window_size=4).eval()
+    _randomize(block)
+    fused = deploy(block)
+    assert isinstance(fused, FusedTinyVitBlock)
+    x = torch.randn(batch, size, size, 32)
+    with torch.no_grad():
+        torch.testing.assert_close(fused(x), block(x), rtol=1e-5, atol=1e-5)
+    ops, before = _aten_ops(fused, x), _aten_ops(block, x)
+
+    def layout(c: Counter) -> int:
+        return sum(c[op] for op in ("permute.default", "transpose.int", "reshape.default", "view.default"))
+
+    assert ops["permute.default"] + ops["transpose.int"] == 5 and layout(ops) < layout(before), (ops, before)
+    assert ops["linear.default"] == 8 and ops["mean.dim"] == 0, ops  # 2 norms x 2 means, qkv, proj, fc1, fc2

@@ -135,7 +135,7 @@ class NormMlp(nn.Module):
         # The LayerNorm's gamma/beta ride along in fc1; only the standardisation stays.
         if isinstance(self.norm, nn.LayerNorm):
             self.fc1 = fold_norm_affine(self.norm, self.fc1)
-            self.norm = Standardize.like(self.norm)
+            self.norm = Standardize.like(self.norm, gemv=True)
         return self
 
 
@@ -211,7 +211,7 @@ class FusedAttention(nn.Module):
         super().__init__()
         self.num_heads, self.key_dim, self.val_dim = attn.num_heads, attn.key_dim, attn.val_dim
         self.out_dim = attn.out_dim
-        self.norm = Standardize.like(attn.norm)
+        self.norm = Standardize.like(attn.norm, gemv=True)
         qkv = fold_norm_affine(attn.norm, attn.qkv)
         # Scale the query rows of each head's [q, k, v] group.
         row_scale = torch.ones(self.num_heads, 2 * self.key_dim + self.val_dim, dtype=qkv.weight.dtype,
@@ -273,6 +273,86 @@ class TinyVitBlock(nn.Module):
         x = self.local_conv(x.permute(0, 3, 1, 2)).permute(0, 2, 3, 1)  # conv runs channels-first
         return x + self.drop_path2(self.mlp(x))
 
+    @torch.no_grad()
+    def fuse(self) -> FusedTinyVitBlock:
+        return FusedTinyVitBlock(self)
+
+
+def _to_window_heads(qkv: torch.Tensor, nh: int, nw: int, ws: int, heads: int) -> torch.Tensor:
+    """(B, nh*ws, nw*ws, heads*D) -> (B*nh*nw*heads, ws*ws, D): window partition and head split as one
+    transpose (rank <= 6, XNNPACK's limit: batch and window row merged)."""
+    B, D = qkv.shape[0], qkv.shape[-1] // heads
+    if nh == nw == 1:  # one window: only the heads move
+        if B == 1:
+            return qkv.reshape(ws * ws, heads, D).transpose(0, 1)
+        return qkv.reshape(B, ws * ws, heads, D).transpose(1, 2).reshape(B * heads, ws * ws, D)
+    x = qkv.reshape(B * nh, ws, nw, ws, heads, D).permute(0, 2, 4, 1, 3, 5)  # (B*nh, nw, heads, ws, ws, D)
+    return x.reshape(B * nh * nw * heads, ws * ws, D)
+
+
+def _from_window_heads(x: torch.Tensor, batch: int, nh: int, nw: int, ws: int, heads: int) -> torch.Tensor:
+    """Inverse of ``_to_window_heads``: (B*nh*nw*heads, ws*ws, D) -> (B, nh*ws, nw*ws, heads*D)."""
+    D = x.shape[-1]
+    if nh == nw == 1:
+        if batch == 1:
+            return x.transpose(0, 1).reshape(1, ws, ws, heads * D)
+        return x.view(batch, heads, ws * ws, D).transpose(1, 2).reshape(batch, ws, ws, heads * D)
+    x = x.view(batch * nh, nw, heads, ws, ws, D).permute(0, 3, 1, 4, 2, 5)  # (B*nh, ws, nw, ws, heads, D)
+    return x.reshape(batch, nh * ws, nw * ws, heads * D)
+
+
+class FusedTinyVitBlock(nn.Module):
+    """Inference form of ``TinyVitBlock``: the same maths in fewer XNNPACK operators.
+
+    - Norm and qkv run on the (padded) map itself (they are per token), so the window partition and the
+      head split are one transpose of the qkv map, and the head merge and window reverse one more
+      (instead of a reshape+transpose pair each, twice, around the attention).
+    - One window (the map is the window: ``stages.2`` and ``stages.3`` at 224): the heads move without a
+      partition; with one image too (static fp32 export) neither the heads nor the scores are re-viewed per
+      image. (int8 calibration captures a symbolic batch, so the quantized graph takes the batched path.)
+    - After the depthwise conv the map is reshaped to tokens once, so both residual adds see the layout
+      the linears use (otherwise XNNPACK's layout pass transposes the MLP's output and the sum back).
+    - The norms' row means are linears (``Standardize.like(..., gemv=True)``), not 4D means.
+    Drop paths are identities at inference and are not kept.
+    """
+
+    @torch.no_grad()
+    def __init__(self, block: TinyVitBlock):
+        super().__init__()
+        attn = block.attn if isinstance(block.attn, FusedAttention) else block.attn.fuse()
+        self.window_size = block.window_size
+        self.attn = attn
+        self.local_conv = block.local_conv.fuse() if isinstance(block.local_conv, ConvNorm) else block.local_conv
+        self.mlp = block.mlp.fuse()
+
+    def _window_attention(self, x: torch.Tensor) -> torch.Tensor:
+        B, H, W, _ = x.shape
+        ws, attn = self.window_size, self.attn
+        heads, kd = attn.num_heads, attn.key_dim
+        pad_b, pad_r = -H % ws, -W % ws
+        if pad_b or pad_r:  # zero tokens, normalised and projected like the reference's padded windows
+            x = F.pad(x, (0, 0, 0, pad_r, 0, pad_b))
+        nh, nw = (H + pad_b) // ws, (W + pad_r) // ws
+        qkv = _to_window_heads(attn.qkv(attn.norm(x)), nh, nw, ws, heads)  # (windows*heads, N, 2kd + vd)
+        q, k, v = qkv[:, :, :kd], qkv[:, :, kd:2 * kd], qkv[:, :, 2 * kd:]
+        scores = torch.bmm(q, k.transpose(1, 2))  # (windows*heads, N, N)
+        windows, n = B * nh * nw, ws * ws
+        if windows == 1:
+            scores = (scores + attn.attention_bias).softmax(dim=-1)
+        else:
+            scores = (scores.view(windows, heads, n, n) + attn.attention_bias).softmax(dim=-1)
+            scores = scores.view(windows * heads, n, n)
+        x = _from_window_heads(torch.bmm(scores, v), B, nh, nw, ws, heads)  # (B, Hp, Wp, heads*vd)
+        if pad_b or pad_r:
+            x = x[:, :H, :W]
+        return attn.proj(x)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:  # (B, H, W, C)
+        B, H, W, C = x.shape
+        x = x + self._window_attention(x)
+        x = self.local_conv(x.permute(0, 3, 1, 2)).permute(0, 2, 3, 1).reshape(B, H * W, C)
+        return (x + self.mlp(x)).view(B, H, W, C)
+
 
 class TinyVitStage(nn.Module):
     """PatchMerging downsample, then attention blocks (channels-last inside, NCHW at the boundary)."""
@@ -312,7 +392,7 @@ class NormClassifierHead(nn.Module):
         # LayerNorm affine (that now lives in ``fc``); logits are unchanged.
         if isinstance(self.norm, nn.LayerNorm) and isinstance(self.fc, nn.Linear):
             self.fc = fold_norm_affine(self.norm, self.fc)
-            self.norm = Standardize.like(self.norm)
+            self.norm = Standardize.like(self.norm, gemv=True)
         return self
 
 

@@ -11,6 +11,7 @@ from __future__ import annotations
 import math
 
 import torch
+import torch.nn.functional as F
 from torch import nn
 
 __all__ = ["Standardize", "fold_norm_affine"]
@@ -21,25 +22,41 @@ class Standardize(nn.Module):
 
     ``num_dims=1`` is LayerNorm over the last dim; ``num_dims=3`` on NCHW is GroupNorm with one group.
     Same numerics as those norms (biased variance, ``eps`` inside the root).
+
+    ``features=C`` (LayerNorm over a last dim of C, opt-in): both row means are a ``linear`` with one
+    constant 1/C output row instead of the 4D mean. XNNPACK's mean is a global average pool that wants
+    NHWC, so each 4D mean costs a reshape and layout transposes around it; the GEMV form is a fully
+    connected op on the tokens as they are (kept fp32 in int8 like the 4D form: the ``Standardize``
+    rule), 9 XNNPACK nodes per norm instead of 17.
     """
 
-    def __init__(self, num_dims: int, eps: float = 1e-5):
+    def __init__(self, num_dims: int, eps: float = 1e-5, features: int | None = None):
         super().__init__()
         self.num_dims = num_dims
         self.eps = eps
+        self.features = features
+        if features is not None:
+            if num_dims != 1:
+                raise ValueError("the GEMV form standardises over the last dim only (num_dims=1)")
+            # Not saved: derived from ``features``.
+            self.register_buffer("row_mean", torch.full((1, features), 1.0 / features), persistent=False)
 
     @classmethod
-    def like(cls, norm: nn.LayerNorm | nn.GroupNorm) -> Standardize:
-        """The standardisation part of ``norm`` (its affine goes elsewhere, see ``fold_norm_affine``)."""
+    def like(cls, norm: nn.LayerNorm | nn.GroupNorm, gemv: bool = False) -> Standardize:
+        """The standardisation part of ``norm`` (its affine goes elsewhere, see ``fold_norm_affine``).
+        ``gemv=True``: the row means as a linear (LayerNorm only; see the class docstring)."""
         if isinstance(norm, nn.GroupNorm):
             if norm.num_groups != 1:
                 raise ValueError("only single-group GroupNorm reduces over whole samples")
             return cls(num_dims=3, eps=norm.eps)
         if len(norm.normalized_shape) != 1:
             raise ValueError("only LayerNorm over the last dim is supported")
-        return cls(num_dims=1, eps=norm.eps)
+        return cls(num_dims=1, eps=norm.eps, features=norm.normalized_shape[0] if gemv else None)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if self.features is not None:
+            x = x - F.linear(x, self.row_mean)
+            return x * torch.rsqrt(F.linear(x * x, self.row_mean) + self.eps)
         shape = x.shape
         rows = math.prod(shape[:-self.num_dims])
         feats = math.prod(shape[-self.num_dims:])
@@ -51,7 +68,8 @@ class Standardize(nn.Module):
         return x.reshape(shape)
 
     def extra_repr(self) -> str:
-        return f"num_dims={self.num_dims}, eps={self.eps}"
+        gemv = f", features={self.features} (GEMV means)" if self.features is not None else ""
+        return f"num_dims={self.num_dims}, eps={self.eps}{gemv}"
 
 
 @torch.no_grad()
