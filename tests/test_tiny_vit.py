@@ -108,5 +108,7 @@ def test_deploy_block_moves_windows_and_heads_in_one_transpose_each_way(size, ba
     def layout(c: Counter) -> int:
         return sum(c[op] for op in ("permute.default", "transpose.int", "reshape.default", "view.default"))
 
-    assert ops["permute.default"] + ops["transpose.int"] == 5 and layout(ops) < layout(before), (ops, before)
+    # one window: no partition to fold, the same count of layout ops (their gain is in the norms' means)
+    fewer = layout(ops) <= layout(before) if size == 4 else layout(ops) < layout(before)
+    assert ops["permute.default"] + ops["transpose.int"] == 5 and fewer, (ops, before)
     assert ops["linear.default"] == 8 and ops["mean.dim"] == 0, ops  # 2 norms x 2 means, qkv, proj, fc1, fc2

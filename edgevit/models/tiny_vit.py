@@ -283,8 +283,6 @@ def _to_window_heads(qkv: torch.Tensor, nh: int, nw: int, ws: int, heads: int) -
     transpose (rank <= 6, XNNPACK's limit: batch and window row merged)."""
     B, D = qkv.shape[0], qkv.shape[-1] // heads
     if nh == nw == 1:  # one window: only the heads move
-        if B == 1:
-            return qkv.reshape(ws * ws, heads, D).transpose(0, 1)
         return qkv.reshape(B, ws * ws, heads, D).transpose(1, 2).reshape(B * heads, ws * ws, D)
     x = qkv.reshape(B * nh, ws, nw, ws, heads, D).permute(0, 2, 4, 1, 3, 5)  # (B*nh, nw, heads, ws, ws, D)
     return x.reshape(B * nh * nw * heads, ws * ws, D)
@@ -294,8 +292,6 @@ def _from_window_heads(x: torch.Tensor, batch: int, nh: int, nw: int, ws: int, h
     """Inverse of ``_to_window_heads``: (B*nh*nw*heads, ws*ws, D) -> (B, nh*ws, nw*ws, heads*D)."""
     D = x.shape[-1]
     if nh == nw == 1:
-        if batch == 1:
-            return x.transpose(0, 1).reshape(1, ws, ws, heads * D)
         return x.view(batch, heads, ws * ws, D).transpose(1, 2).reshape(batch, ws, ws, heads * D)
     x = x.view(batch * nh, nw, heads, ws, ws, D).permute(0, 3, 1, 4, 2, 5)  # (B*nh, ws, nw, ws, heads, D)
     return x.reshape(batch, nh * ws, nw * ws, heads * D)
@@ -308,8 +304,7 @@ class FusedTinyVitBlock(nn.Module):
       head split are one transpose of the qkv map, and the head merge and window reverse one more
       (instead of a reshape+transpose pair each, twice, around the attention).
     - One window (the map is the window: ``stages.2`` and ``stages.3`` at 224): the heads move without a
-      partition; with one image too (static fp32 export) neither the heads nor the scores are re-viewed per
-      image. (int8 calibration captures a symbolic batch, so the quantized graph takes the batched path.)
+      partition.
     - After the depthwise conv the map is reshaped to tokens once, so both residual adds see the layout
       the linears use (otherwise XNNPACK's layout pass transposes the MLP's output and the sum back).
     - The norms' row means are linears (``Standardize.like(..., gemv=True)``), not 4D means.
@@ -336,12 +331,10 @@ class FusedTinyVitBlock(nn.Module):
         qkv = _to_window_heads(attn.qkv(attn.norm(x)), nh, nw, ws, heads)  # (windows*heads, N, 2kd + vd)
         q, k, v = qkv[:, :, :kd], qkv[:, :, kd:2 * kd], qkv[:, :, 2 * kd:]
         scores = torch.bmm(q, k.transpose(1, 2))  # (windows*heads, N, N)
+        # (no batch-1 shortcut: a graph traced at one image must still take a batch, e.g. QONNX's dynamic copy)
         windows, n = B * nh * nw, ws * ws
-        if windows == 1:
-            scores = (scores + attn.attention_bias).softmax(dim=-1)
-        else:
-            scores = (scores.view(windows, heads, n, n) + attn.attention_bias).softmax(dim=-1)
-            scores = scores.view(windows * heads, n, n)
+        scores = (scores.view(windows, heads, n, n) + attn.attention_bias).softmax(dim=-1)
+        scores = scores.view(windows * heads, n, n)
         x = _from_window_heads(torch.bmm(scores, v), B, nh, nw, ws, heads)  # (B, Hp, Wp, heads*vd)
         if pad_b or pad_r:
             x = x[:, :H, :W]

@@ -65,9 +65,16 @@ def weight_quantizer(bits: int, po2: bool):
 
 
 def act_quantizer(bits: int, po2: bool):
-    """Per-tensor, signed, symmetric; scale initialised from a high percentile on calibration data,
-    then a learned parameter during QAT (a power of two, via a rounded log2, with ``po2``)."""
-    from brevitas.quant import Int8ActPerTensorFloat
-    from brevitas.quant.fixed_point import Int8ActPerTensorFixedPoint
-    base = Int8ActPerTensorFixedPoint if po2 else Int8ActPerTensorFloat
+    """Per-tensor, signed, symmetric; scale initialised on calibration data at the clipping threshold that
+    minimises the mean squared quantization error (Brevitas's ``*MSE`` quantizers), then a learned parameter
+    during QAT (a power of two, via a rounded log2, with ``po2``).
+
+    MSE rather than Brevitas's default 99.999th percentile: at 6 bits the percentile's range spends the few
+    levels on rare outliers. Measured on Fashion-MNIST (PTQ on 32 images, all 10,000 test images, points vs
+    fp32), W6A6 percentile -> MSE: shvit_micro -6.67 -> -3.38, efficientvit_mit_micro -1.89 -> -0.55,
+    mobilenetv4_hybrid_micro -0.99 -> -0.67. (The same clipping-vs-rounding trade-off as Banner et al.'s
+    ACIQ, arXiv:1810.05723, found by search instead of a closed form.)"""
+    from brevitas.quant import Int8ActPerTensorFloatMSE
+    from brevitas.quant.fixed_point import Int8ActPerTensorFixedPointMSE
+    base = Int8ActPerTensorFixedPointMSE if po2 else Int8ActPerTensorFloatMSE
     return base.let(bit_width=bits)
