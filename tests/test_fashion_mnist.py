@@ -100,3 +100,15 @@ def test_bench_standard_errors(bench):
     b[95] = True
     assert bench.paired_standard_error(a, b) == pytest.approx(100 * np.sqrt(5 - 9 / 100) / 100)
     assert bench.paired_standard_error(a, a) == 0.0  # identical predictions: no uncertainty in the difference
+
+
+def test_bench_weight_cache_name_carries_a_non_default_lr(bench, tmp_path):
+    """A model trained at another peak lr (tiny_vit_5m_224's table entry, or --lr) caches under its own name,
+    so weights trained at another lr are never reused; default-lr names stay those earlier runs cached."""
+    assert bench.train_lr("shvit_micro") == bench.DEFAULT_LR
+    assert bench.train_lr("tiny_vit_5m_224") == 5e-4 and bench.train_lr("tiny_vit_5m_224", 1e-3) == 1e-3
+    default = bench.weights_path(tmp_path, "shvit_micro", "fashion-mnist", 10000, 4)
+    assert default.name == "shvit_micro-fashion-mnist-n10000-e4.safetensors"
+    assert bench.weights_path(tmp_path, "shvit_micro", "fashion-mnist", 10000, 4, bench.DEFAULT_LR) == default
+    lower = bench.weights_path(tmp_path, "tiny_vit_5m_224", "fashion-mnist", 10000, 4, 5e-4)
+    assert lower.name == "tiny_vit_5m_224-fashion-mnist-n10000-e4-lr0.0005.safetensors"
