@@ -109,6 +109,8 @@ def test_tiny_vit_int8_with_padded_windows_compiles_verifies_and_runs(tmp_path):
                                           output_root=tmp_path))
     m = result.manifest
     assert m["verification"]["passed"] and m["verification"]["sqnr_db"] > 25, m["verification"]
+    # No --observer: TinyViT's measured family default (FamilySpec.observer), not the recipe-wide minmax.
+    assert m["quantization"]["observer"] == "histogram", m["quantization"]
     ops = m["ops"]
     assert ops["delegate_calls"] == 1 and ops["non_delegated_ops"] == 0, ops
     assert ops["delegated"].get("aten.constant_pad_nd", 0) >= 2, ops["delegated"]  # the padded stages

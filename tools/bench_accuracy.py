@@ -164,15 +164,16 @@ def load_or_train(name: str, dataset: str, x, y, epochs: int, cache: Path, num_c
 
 def write_calibration_folder(folder: Path, images: np.ndarray, crop_pct: float) -> Path:
     """A flat folder whose sorted order is the given order (compile takes the first --num-calib, then
-    verifies on the next images). Each image sits in the centre of an edge-padded floor(64 / crop_pct)
-    canvas, so compile's resize (a no-op at that size) and centre crop give back exactly the 64 px image the
-    other columns see."""
+    verifies on the next images). Each (size x size) image sits in the centre of an edge-padded
+    floor(size / crop_pct) canvas, so compile's resize (a no-op at that size) and centre crop give back
+    exactly the image the other columns see."""
     from PIL import Image
-    side = math.floor(INPUT / crop_pct)
-    before = (side - INPUT) // 2
+    size = images.shape[1]
+    side = math.floor(size / crop_pct)
+    before = (side - size) // 2
     folder.mkdir(parents=True, exist_ok=True)
     for i, image in enumerate(images):
-        padded = np.pad(image, ((before, side - INPUT - before), (before, side - INPUT - before), (0, 0)), mode="edge")
+        padded = np.pad(image, ((before, side - size - before), (before, side - size - before), (0, 0)), mode="edge")
         buffer = io.BytesIO()
         Image.fromarray(padded).save(buffer, format="PNG")
         atomic_write_bytes(folder / f"{i:05d}.png", buffer.getvalue())

@@ -53,7 +53,7 @@ from edgevit.compile.mixed import DropMetric, search_mixed_precision  # noqa: E4
 from edgevit.errors import EdgevitError  # noqa: E402
 from edgevit.models import deploy, get_family_spec  # noqa: E402
 from edgevit.progress import SilentProgress  # noqa: E402
-from edgevit.quantization import QuantRecipe, quantize_pt2e  # noqa: E402
+from edgevit.quantization import DEFAULT_OBSERVER, QuantRecipe, quantize_pt2e  # noqa: E402
 from edgevit.quantization.recipe import PTQ_STEPS  # noqa: E402
 from edgevit.training import topk_accuracy  # noqa: E402
 
@@ -66,17 +66,19 @@ CONFIGS = ["plain", "default", "observer:minmax", "observer:moving-average", "ob
 
 
 def family_facts(family: str) -> dict:
-    """The family's facts `edgevit compile` gives every recipe (QuantRecipe.for_family): its bridge module and
-    its float rule (e.g. EfficientViT-MIT's ReluLinearAttention stays float whatever the steps say)."""
+    """The family's facts `edgevit compile` gives every recipe (QuantRecipe.for_family): its bridge module, its
+    float rule (e.g. EfficientViT-MIT's ReluLinearAttention stays float whatever the steps say) and its default
+    observer (TinyViT: histogram; an "observer:X" config replaces it)."""
     spec = get_family_spec(family)
-    return {"bridge_module": spec.bridge_module, "float_modules": tuple(spec.float_modules)}
+    return {"bridge_module": spec.bridge_module, "float_modules": tuple(spec.float_modules),
+            "observer": spec.observer or DEFAULT_OBSERVER}
 
 
 def recipe_for(config: str, family: str) -> QuantRecipe:
     facts = family_facts(family)
     kind, _, arg = config.partition(":")
     if kind == "observer":
-        return QuantRecipe(observer=arg, **facts)
+        return QuantRecipe(**{**facts, "observer": arg})
     if kind == "steps":
         if arg.startswith("+"):  # the default steps (every one QuantRecipe switches on) plus one
             default = [s for s, f in PTQ_STEPS.items() if getattr(QuantRecipe(), f)]

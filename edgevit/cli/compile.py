@@ -33,7 +33,8 @@ from ._ui import out, print_json, profiles_option, progress_display
 @click.option("--min-cosine", type=float, help="Verification threshold (default per precision).")
 @click.option("--threads", default=1, show_default=True, type=click.IntRange(1),
               help="Runtime threads for verification on this machine.")
-@click.option("--observer", help="int8 activation observer: minmax (default), histogram, moving-average, percentile.")
+@click.option("--observer", help="int8 activation observer: minmax, histogram, moving-average, percentile "
+              "(default: minmax; histogram for TinyViT).")
 @click.option("--ptq-steps", help="ViT-aware int8 steps, comma-separated, or 'none' (default: the measured best; "
                                   "see README 'Quantization'): float-norm, float-scores, rescale-norm, "
                                   "float-bridges, bias-correction, bias-correction-folded, "

@@ -17,7 +17,8 @@ from ._ui import out, print_json, progress_display
 @click.option("--num-calib", default=32, show_default=True, type=click.IntRange(1), help="Calibration images.")
 @click.option("--input-shape", help="Static input N,C,H,W (required for a user module).")
 @click.option("--num-classes", type=click.IntRange(1), help="Classifier size, if the checkpoint's differs.")
-@click.option("--observer", help="Activation observer: minmax (default), histogram, moving-average, percentile.")
+@click.option("--observer", help="Activation observer: minmax, histogram, moving-average, percentile "
+              "(default: minmax; histogram for TinyViT).")
 @click.option("--ptq-steps", help="ViT-aware steps, comma-separated, or 'none' (as in `edgevit compile`).")
 @click.option("-o", "--output", "output_root", default=Path("out"), show_default=True,
               type=click.Path(path_type=Path), help="Folder that receives MODEL-quant-report/.")

@@ -21,7 +21,7 @@ from ..data import CalibrationSet, Preprocess, find_images, load_image_folder, l
 from ..devices import DeviceProfile, get_device
 from ..errors import DoesNotFitError, EdgevitError, UnknownNameError, VerificationError
 from ..manifest import MANIFEST_VERSION, sha256_bytes, validate_manifest
-from ..models import PreparedModel, get_model_spec, list_models, parse_input_shape, prepare_model
+from ..models import PreparedModel, get_family_spec, get_model_spec, list_models, parse_input_shape, prepare_model
 from ..progress import SilentProgress, StageProgress
 from ..quantization import DEFAULT_OBSERVER, QuantRecipe
 from ..quantization.layers import quantizable_layers
@@ -54,7 +54,7 @@ class CompileOptions:
     min_cosine: float | None = None
     threads: int = 1                         # verification runs here, where 1 thread is the fair default
     # Static int8 recipe (backends with takes_recipe: ExecuTorch) and mixed precision.
-    observer: str | None = None              # None: quantization.DEFAULT_OBSERVER
+    observer: str | None = None              # None: the family's (FamilySpec.observer), else DEFAULT_OBSERVER
     ptq_steps: list[str] | None = None       # ViT-aware steps; None: the recipe's defaults
     fp32_layers: list[str] = field(default_factory=list)
     max_drop: float | None = None            # top-1 points; turns on the mixed-precision search
@@ -71,6 +71,13 @@ class CompileResult:
 def model_family(model: str) -> str | None:
     """The zoo family of a model name (None for a user module ``pkg.mod:fn`` or an unknown name)."""
     return get_model_spec(model).family if model in list_models() else None
+
+
+def default_observer(model: str) -> str:
+    """The int8 activation observer when the user names none: the zoo family's measured choice
+    (``FamilySpec.observer``: histogram for TinyViT), else the recipe's DEFAULT_OBSERVER."""
+    family = model_family(model)
+    return (family and get_family_spec(family).observer) or DEFAULT_OBSERVER
 
 
 def choose_backend(profile: DeviceProfile, requested: str, family: str | None = None) -> str:
@@ -115,7 +122,7 @@ def _recipe(opts: CompileOptions, backend, precision: str) -> QuantRecipe | None
     if opts.eval_dir is not None and opts.max_drop is None:
         raise EdgevitError("--eval only serves --max-drop (the mixed-precision budget); add --max-drop X, or "
                            "score an artifact with `edgevit eval`.")
-    return QuantRecipe.from_steps(opts.ptq_steps, observer=opts.observer or DEFAULT_OBSERVER,
+    return QuantRecipe.from_steps(opts.ptq_steps, observer=opts.observer or default_observer(opts.model),
                                   num_calib=opts.num_calib, fp32_layers=tuple(opts.fp32_layers))
 
 

@@ -17,8 +17,9 @@ from ..backends import Backend, get_backend, list_backends
 from ..data import Preprocess, find_images, load_image_folder, synthetic_images
 from ..models import parse_input_shape, prepare_model
 from ..progress import SilentProgress, StageProgress
-from ..quantization import DEFAULT_OBSERVER, QuantRecipe
+from ..quantization import QuantRecipe
 from ..quantization.sensitivity import FakeQuantGraph
+from .pipeline import default_observer
 
 __all__ = ["QuantReportOptions", "quant_report"]
 
@@ -69,7 +70,7 @@ def recipe_backend() -> Backend:
 def quant_report(opts: QuantReportOptions, progress: StageProgress | None = None) -> dict:
     progress = progress or SilentProgress()
     started = time.perf_counter()
-    recipe = QuantRecipe.from_steps(opts.ptq_steps, observer=opts.observer or DEFAULT_OBSERVER,
+    recipe = QuantRecipe.from_steps(opts.ptq_steps, observer=opts.observer or default_observer(opts.model),
                                     num_calib=opts.num_calib)
     if opts.calib is not None:
         find_images(opts.calib)

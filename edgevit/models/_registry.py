@@ -47,6 +47,9 @@ class FamilySpec:
     # Class names of deploy-form modules whose ops int8 cannot hold (EfficientViT's ReLU-attention division):
     # the int8 recipe always keeps them float, and the manifest names the layers this rule kept float.
     float_modules: tuple[str, ...] = ()
+    # The int8 recipe's activation observer for this family when the user names none (None: the recipe's
+    # DEFAULT_OBSERVER); a measured choice, recorded in the manifest like any other observer.
+    observer: str | None = None
 
 
 @dataclass(frozen=True)
@@ -91,11 +94,12 @@ _FAMILIES: dict[str, FamilySpec] = {}
 
 def register_family(name: str, *, bridge_module: str | None = None,
                     checkpoint_filter: Callable[[dict, nn.Module], dict] | None = None, paper: str = "",
-                    float_modules: tuple[str, ...] = ()) -> FamilySpec:
+                    float_modules: tuple[str, ...] = (), observer: str | None = None) -> FamilySpec:
     """Register a family (once, before its variants); returns its spec."""
     if name in _FAMILIES:
         raise ValueError(f"family {name!r} registered twice")
-    spec = _FAMILIES[name] = FamilySpec(name, bridge_module, checkpoint_filter, paper, tuple(float_modules))
+    spec = _FAMILIES[name] = FamilySpec(name, bridge_module, checkpoint_filter, paper, tuple(float_modules),
+                                        observer)
     return spec
 
 
