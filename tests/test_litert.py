@@ -3,6 +3,7 @@ the pipeline end to end; corrupt files, a precision the backend lacks, an op Lit
 import json
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 from torch import nn
@@ -125,6 +126,40 @@ def test_int8_recipe_scopes_and_observers():
     minmax, mean = merge_min_max(per_image, "minmax"), merge_min_max(per_image, "mean-extremes")
     assert (minmax["t"]["min"], minmax["t"]["max"]) == (-3.0, 4.0) and minmax["w"] == {}
     assert (mean["t"]["min"], mean["t"]["max"]) == (-2.0, 3.0)
+
+
+@pytest.mark.integration
+def test_edgevit_observer_range_is_what_the_tflite_carries():
+    """--observer percentile on LiteRT: the range edgevit's PercentileObserver (with the ExecuTorch recipe's int8
+    activation spec) picks for a conv's output over the calibration images, observed in eager torch, is the
+    int8 .tflite's scale and zero point for that tensor: one outlier pixel, which min-max would keep, is
+    clipped (the scale is ~10x narrower)."""
+    from ai_edge_litert.interpreter import Interpreter
+
+    from edgevit.quantization import QuantRecipe
+    from edgevit.quantization.observers import PercentileObserver
+
+    torch.manual_seed(0)
+    net = nn.Sequential(nn.Conv2d(3, 8, 1), nn.ReLU(), nn.Conv2d(8, 4, 1)).eval()
+    calibration = torch.randn(6, 3, 32, 32)
+    calibration[2, :, 3, 3] = 40.0
+    lowered = get_backend("litert").lower(net, torch.zeros(1, 3, 32, 32), "int8", calibration, SilentProgress(),
+                                          recipe=QuantRecipe(observer="percentile"))
+    q = lowered.details["quantization"]
+    assert q["observer"] == "percentile" and q["observer_choice"]["by"] == "--observer"
+
+    expected = PercentileObserver(dtype=torch.int8, quant_min=-128, quant_max=127, qscheme=torch.per_tensor_affine,
+                                  eps=2**-12)
+    with torch.no_grad():
+        relu = [net[:2](x) for x in calibration.split(1)]
+    for y in relu:
+        expected(y)
+    scale, zero_point = (float(v) for v in expected.calculate_qparams())
+    (carried,) = [d["quantization"] for d in Interpreter(model_content=lowered.data).get_tensor_details()
+                  if "ReLU_1" in d["name"] and d["dtype"] == np.int8]
+    assert carried[0] == pytest.approx(scale, rel=1e-3) and abs(carried[1] - zero_point) <= 1
+    minmax_scale = max(float(y.max()) for y in relu) / 255
+    assert carried[0] < 0.2 * minmax_scale
 
 
 @pytest.mark.parametrize("content", [b"TFL3" + b"\x00" * 60, "half", b""])

@@ -108,6 +108,9 @@ def _recipe(opts: CompileOptions, backend, precision: str) -> QuantRecipe | None
     asked = [flag for flag, value in (("--observer", opts.observer), ("--ptq-steps", opts.ptq_steps),
                                       ("--fp32-layer", opts.fp32_layers), ("--max-drop", opts.max_drop),
                                       ("--eval", opts.eval_dir)) if value not in (None, [])]
+    if precision == "int8" and asked == ["--observer"] and getattr(backend, "takes_observer", False):
+        # LiteRT: ai-edge-quantizer calibrates, the recipe only carries the observer (no family default)
+        return QuantRecipe(observer=opts.observer, num_calib=opts.num_calib)
     if precision != "int8" or not backend.takes_recipe:
         if asked:
             takers = [name for name in list_backends() if get_backend(name).takes_recipe]

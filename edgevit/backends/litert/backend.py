@@ -13,13 +13,17 @@ from .._native_log import capture_native_stderr
 from .._process import parse_result_line, run_python_module
 from ..base import Backend, DeviceRun, LoweredArtifact, ParsedProfile, StageProgress, register_backend
 from .quantizer import (
+    EDGEVIT_OBSERVERS,
     FLOAT_IN_INT8,
     FLOAT_NORM_MODULES,
     OBSERVERS,
+    ObservedRanges,
     dynamic_int8_recipe,
     float16_weights_recipe,
     merge_min_max,
     module_scope,
+    observed_qsvs,
+    per_tensor_qsv,
     static_int8_recipe,
     tensor_scope,
 )
@@ -90,10 +94,12 @@ def _torch_threads() -> int:
     return torch.get_num_threads()
 
 
-def _calibrate(q, float_model: bytes, calibration: torch.Tensor, advance) -> list[dict]:
+def _calibrate(q, float_model: bytes, calibration: torch.Tensor, advance, observed: ObservedRanges | None = None
+               ) -> list[dict]:
     """Per-image calibration results (min/max of every tensor), each image run alone in the LiteRT interpreter
     by one ai-edge-quantizer calibrator (its statistics reset between images); the observer combines them
-    (:func:`merge_min_max`)."""
+    (:func:`merge_min_max`). With ``observed``, each image's per-tensor activations (those the calibrator
+    measured) also feed edgevit's observers, image by image (:class:`ObservedRanges`)."""
     from ai_edge_litert.interpreter import Interpreter
     from ai_edge_quantizer import calibrator, recipe_manager
 
@@ -110,6 +116,8 @@ def _calibrate(q, float_model: bytes, calibration: torch.Tensor, advance) -> lis
             calib.reset_model_qsvs()  # a new dict: the previous image's stays as it was
             calib.calibrate({key: [{input_name: x.numpy()}]}, manager)
             results.append(calib.get_model_qsvs())
+            if observed is not None:
+                observed.observe(x.numpy(), [name for name, qsv in results[-1].items() if per_tensor_qsv(qsv)])
             advance(1)
     return results
 
@@ -197,31 +205,43 @@ def _equalized_streams(model: nn.Module, calibration: torch.Tensor, progress: St
         return model, list(equalize_streams(model, calibration))
 
 
-def _static_int8(data: bytes, model: nn.Module, calibration: torch.Tensor, progress: StageProgress
-                 ) -> tuple[bytes, dict]:
-    """The int8 .tflite and the manifest's description of it (see :mod:`.quantizer` for the choices): each
-    observer in :data:`OBSERVERS` quantizes, and the one whose int8 outputs are closest to the float .tflite's
-    on the calibration images (SQNR) is kept."""
+def _static_int8(data: bytes, model: nn.Module, calibration: torch.Tensor, progress: StageProgress,
+                 observer: str | None = None) -> tuple[bytes, dict]:
+    """The int8 .tflite and the manifest's description of it (see :mod:`.quantizer` for the choices). With no
+    ``observer`` (the default), each observer in :data:`OBSERVERS` quantizes, and the one whose int8 outputs
+    are closest to the float .tflite's on the calibration images (SQNR) is kept; ``observer`` (``--observer``)
+    names the one to use: one of :data:`OBSERVERS` or of edgevit's :data:`EDGEVIT_OBSERVERS`."""
+    from ...quantization.observers import OBSERVERS as TORCH_OBSERVERS
+
     norms, rule = _float_modules(model)
     scopes = [module_scope(norms + rule)]
     q = _quantizer(data, static_int8_recipe(scopes))
-    with progress.stage("calibrating (LiteRT interpreter)", total=len(calibration)) as advance:
-        per_image = _calibrate(q, data, calibration, advance)
+    observed = (ObservedRanges(data, observer, len(calibration), max(1, _torch_threads()))
+                if observer in EDGEVIT_OBSERVERS else None)
+    with progress.stage("calibrating (LiteRT interpreter)" + (f", {observer} observers" if observed else ""),
+                        total=len(calibration)) as advance:
+        per_image = _calibrate(q, data, calibration, advance, observed)
+    names = [observer] if observer else list(OBSERVERS)
     candidates = {}
-    with progress.stage("quantizing (ai-edge-quantizer, static int8), one model per observer",
-                        total=len(OBSERVERS)) as advance:
+    with progress.stage("quantizing (ai-edge-quantizer, static int8)" + ("" if observer else ", one model per "
+                        "observer"), total=len(names)) as advance:
         reference = _outputs(data, calibration)
-        for observer in OBSERVERS:
-            quantized, refused = _int8_with(data, scopes, merge_min_max(per_image, observer))
+        for name in names:
+            stats = observed_qsvs(per_image, observed.ranges()) if observed else merge_min_max(per_image, name)
+            quantized, refused = _int8_with(data, scopes, stats)
             sqnr = _sqnr_db(reference, _outputs(quantized, calibration))
-            candidates[observer] = (sqnr, quantized, refused)
+            candidates[name] = (sqnr, quantized, refused)
             advance(1)
-    observer = max(candidates, key=lambda name: candidates[name][0])
-    _, quantized, refused = candidates[observer]
+    chosen = max(candidates, key=lambda name: candidates[name][0])
+    _, quantized, refused = candidates[chosen]
+    by = ("--observer" if observer else
+          "SQNR (dB) of the int8 outputs vs the float .tflite's on the calibration images")
+    detail = OBSERVERS.get(chosen) or (f"edgevit's {chosen} observer (edgevit/quantization/observers.py: "
+                                       f"{TORCH_OBSERVERS[chosen][1]}) fed each activation tensor of the float "
+                                       ".tflite in the LiteRT interpreter, image by image")
     description = {
-        "scheme": _INT8_SCHEME, "observer": observer, "observer_detail": OBSERVERS[observer],
-        "observer_choice": {"by": "SQNR (dB) of the int8 outputs vs the float .tflite's on the calibration images",
-                            **{name: round(c[0], 2) for name, c in candidates.items()}},
+        "scheme": _INT8_SCHEME, "observer": chosen, "observer_detail": detail,
+        "observer_choice": {"by": by, **{name: round(c[0], 2) for name, c in candidates.items()}},
         "calibration_count": len(calibration),
         "vit_aware": {"float_norm_statistics": bool(norms)},
         "float_ops": {"op_types": list(FLOAT_IN_INT8),
@@ -238,13 +258,19 @@ class LiteRTBackend(Backend):
     name = "litert"
     suffix = ".tflite"
     precisions = ("fp32", "fp16", "int8-dynamic", "int8")
+    takes_observer = True  # int8 takes --observer (edgevit.compile.pipeline._recipe), no other recipe option
     runtime_packages = ("ai-edge-litert",)
     wire_format = 2  # docs/serial-protocol.md: ArtifactFormat.TFLITE
     # No native_runner: LiteRT's benchmark_model is a different program from executor_runner; not driven yet.
 
     def lower(self, model: nn.Module, example: torch.Tensor, precision: str,
               calibration: torch.Tensor | None, progress: StageProgress, recipe=None) -> LoweredArtifact:
-        del recipe  # ai-edge-quantizer calibrates its own way (takes_recipe is False)
+        # takes_recipe is False: ai-edge-quantizer calibrates its own way; a recipe here only names the
+        # activation observer (``edgevit compile --observer``, takes_observer)
+        observer = recipe.observer if recipe is not None else None
+        if observer is not None and observer not in OBSERVERS and observer not in EDGEVIT_OBSERVERS:
+            raise EdgevitError(f"LiteRT int8 has no observer '{observer}'; choose one of "
+                               f"{', '.join(dict.fromkeys([*OBSERVERS, *EDGEVIT_OBSERVERS]))}.")
         model = model.eval()
         corrected: list[str] = []
         if precision == "int8":
@@ -255,7 +281,7 @@ class LiteRTBackend(Backend):
             data = _convert(model, example)
         quantization = _QUANTIZATION.get(precision)
         if precision == "int8":
-            data, quantization = _static_int8(data, model, calibration, progress)
+            data, quantization = _static_int8(data, model, calibration, progress, observer)
             quantization["bias_corrected_layers"] = corrected
             quantization["vit_aware"]["equalize_stream"] = bool(equalized)
             quantization["equalized_streams"] = equalized
