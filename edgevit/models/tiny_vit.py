@@ -308,6 +308,11 @@ class FusedTinyVitBlock(nn.Module):
     - After the depthwise conv the map is reshaped to tokens once, so both residual adds see the layout
       the linears use (otherwise XNNPACK's layout pass transposes the MLP's output and the sum back).
     - The norms' row means are linears (``Standardize.like(..., gemv=True)``), not 4D means.
+    - The first block of a stage (``stage_entry``, set by ``TinyVitStage.fuse``) opens with a reshape of its
+      input to its own shape: the stage's permute of the downsample conv's output then ends in a view, so
+      XNNPACK's layout pass converts the tokens to their (B, H, W, C) buffer there instead of carrying the
+      conv's NHWC tag into the residual add (which cost a transpose of the attention output and one before
+      the local conv); edgevit's ``CancelLayoutTransposesPass`` then drops the permute pair into the view.
     Drop paths are identities at inference and are not kept.
     """
 
@@ -319,6 +324,7 @@ class FusedTinyVitBlock(nn.Module):
         self.attn = attn
         self.local_conv = block.local_conv.fuse() if isinstance(block.local_conv, ConvNorm) else block.local_conv
         self.mlp = block.mlp.fuse()
+        self.stage_entry = False
 
     def _window_attention(self, x: torch.Tensor) -> torch.Tensor:
         B, H, W, _ = x.shape
@@ -342,6 +348,8 @@ class FusedTinyVitBlock(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:  # (B, H, W, C)
         B, H, W, C = x.shape
+        if self.stage_entry:
+            x = x.reshape(B, H, W, C)  # a view op the layout pass stops at (see class docstring)
         x = x + self._window_attention(x)
         x = self.local_conv(x.permute(0, 3, 1, 2)).permute(0, 2, 3, 1).reshape(B, H * W, C)
         return (x + self.mlp(x)).view(B, H, W, C)
@@ -363,6 +371,11 @@ class TinyVitStage(nn.Module):
         x = self.downsample(x)
         x = self.blocks(x.permute(0, 2, 3, 1))  # (B, H, W, C)
         return x.permute(0, 3, 1, 2)  # (B, C, H, W)
+
+    def fuse(self) -> TinyVitStage:
+        if len(self.blocks) and isinstance(self.blocks[0], FusedTinyVitBlock):
+            self.blocks[0].stage_entry = True
+        return self
 
 
 class NormClassifierHead(nn.Module):

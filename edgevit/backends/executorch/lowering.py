@@ -16,6 +16,7 @@ from ...quantization import QuantRecipe, quantize_static
 from ...quantization.pt2e import plain_compile
 from ..base import LoweredArtifact, OpSummary
 from ..provenance import shared_node_provenance
+from .layout_pass import cancel_layout_transposes
 from .pass_shortcuts import skip_absent_bilinear_patterns
 from .quantizer import xnnpack_int8_quantizer
 
@@ -87,7 +88,7 @@ def lower_to_pte(model: nn.Module, example: torch.Tensor, precision: str, calibr
         exported = torch.export.export(model, (example,))
     shortcuts = not plain_compile()
     with progress.stage("lowering to XNNPACK"), shared_node_provenance(shortcuts), \
-            skip_absent_bilinear_patterns(shortcuts):
+            skip_absent_bilinear_patterns(shortcuts), cancel_layout_transposes(shortcuts):
         # The ETRecord ties profile events (debug handles) back to model modules: `edgevit profile`.
         # No EXIR IR-validity verifier: it re-checks every op after each of XNNPACK's ~17 passes, and the
         # lowered bytes are the same without it; XNNPACK's own config turns it off too
